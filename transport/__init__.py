@@ -1,0 +1,44 @@
+"""framewire's transport: encrypted multi-channel sessions over UDP (sans-I/O engines plus
+asyncio and poll adapters)."""
+
+from transport.config import (
+    LATEST,
+    RELIABLE,
+    UNRELIABLE,
+    ChannelKind,
+    SessionConfig,
+)
+from transport.errors import (
+    DecodeError,
+    HandshakeTimeoutError,
+    SessionClosedError,
+    TransportError,
+    UsageError,
+)
+from transport.events import Closed, Connected, Event, Message, MessageLate, SessionAccepted
+from transport.listener import Listener
+from transport.session import CloseCode, Session
+from transport.stats import SessionStats
+
+__all__ = [
+    "LATEST",
+    "RELIABLE",
+    "UNRELIABLE",
+    "ChannelKind",
+    "CloseCode",
+    "Closed",
+    "Connected",
+    "DecodeError",
+    "Event",
+    "HandshakeTimeoutError",
+    "Listener",
+    "Message",
+    "MessageLate",
+    "Session",
+    "SessionAccepted",
+    "SessionClosedError",
+    "SessionConfig",
+    "SessionStats",
+    "TransportError",
+    "UsageError",
+]

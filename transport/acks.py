@@ -1,0 +1,72 @@
+"""The receiving side of acknowledgements: which packet numbers arrived, and when to say so."""
+
+from __future__ import annotations
+
+from transport.rangeset import RangeSet
+from transport.wire import encode_ack
+
+MAX_ACK_RANGES_SENT = 32
+
+
+class AckTracker:
+    """Tracks received packet numbers and decides when an ACK frame is due.
+
+    An ACK goes out at once after ``ack_every`` ack-eliciting packets or on reordering (a gap
+    is news the sender wants quickly, RFC 9000 §13.2.1), else within ``max_ack_delay_s``; any
+    packet that is sent anyway carries one.
+    """
+
+    __slots__ = (
+        "_ack_every",
+        "_deadline",
+        "_eliciting",
+        "_immediate",
+        "_largest_at",
+        "_max_delay",
+        "_received",
+        "has_unacked",
+    )
+
+    def __init__(self, max_ack_delay_s: float, ack_every: int) -> None:
+        self._received = RangeSet(max_ranges=MAX_ACK_RANGES_SENT)
+        self._max_delay = max_ack_delay_s
+        self._ack_every = ack_every
+        self._eliciting = 0
+        self._immediate = False
+        self._deadline: float | None = None
+        self._largest_at = 0.0
+        self.has_unacked = False
+
+    def on_packet(self, pn: int, ack_eliciting: bool, now: float) -> None:
+        highest = self._received.highest
+        if highest is not None and pn != highest + 1:
+            self._immediate = True  # reordered, or a gap before it
+        self._received.add(pn, pn)
+        if highest is None or pn > highest:
+            self._largest_at = now
+        self.has_unacked = True
+        if ack_eliciting:
+            self._eliciting += 1
+            if self._eliciting >= self._ack_every:
+                self._immediate = True
+            elif self._deadline is None:
+                self._deadline = now + self._max_delay
+
+    def due(self, now: float) -> bool:
+        """True when an ACK must go out now even in a packet of its own."""
+        if self._immediate:
+            return True
+        return self._deadline is not None and now >= self._deadline
+
+    def next_timer(self) -> float | None:
+        return self._deadline
+
+    def frame(self, now: float) -> bytes:
+        """The ACK frame to send now; the tracker counts everything as acknowledged."""
+        delay_us = int(max(0.0, now - self._largest_at) * 1e6)
+        frame = encode_ack(self._received.descending(MAX_ACK_RANGES_SENT), delay_us)
+        self._eliciting = 0
+        self._immediate = False
+        self._deadline = None
+        self.has_unacked = False
+        return frame

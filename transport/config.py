@@ -1,0 +1,116 @@
+"""Configuration of the session engine: one frozen dataclass, units in the field names."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class ChannelKind(enum.IntEnum):
+    """How a channel treats its messages. The value travels in every fragment (2 bits)."""
+
+    RELIABLE = 0
+    """Reliable and ordered: every message exactly once, in order, unless its deadline passes."""
+    UNRELIABLE = 1
+    """Delivered if it arrives whole, in arrival order; never repaired."""
+    LATEST = 2
+    """Unreliable, and a message older than one already delivered (or queued) is dropped."""
+
+
+DEFAULT_CHANNELS: tuple[ChannelKind, ...] = (
+    ChannelKind.RELIABLE,
+    ChannelKind.UNRELIABLE,
+    ChannelKind.LATEST,
+)
+
+# Channel ids of the default layout, for readable call sites.
+RELIABLE = 0
+UNRELIABLE = 1
+LATEST = 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionConfig:
+    """Settings of one session (and of a listener's sessions).
+
+    ``channels[i]`` is the kind of channel ``i``. Both peers should use the same layout; the
+    kind also travels with each fragment, so the receiver follows the sender's declaration.
+    """
+
+    channels: tuple[ChannelKind, ...] = DEFAULT_CHANNELS
+    max_datagram_bytes: int = 1200
+    max_message_bytes: int = 16 * 1024 * 1024
+    max_reassembly_bytes: int = 64 * 1024 * 1024
+    """Bound on bytes held for partly received or out-of-order messages, per session."""
+    max_send_queue_bytes: int = 256 * 1024 * 1024
+    """Bound on bytes queued for sending; ``send`` raises UsageError beyond it."""
+    reassembly_timeout_s: float = 5.0
+    """Unreliable partial messages without a deadline are dropped after this long."""
+    max_ordered_window: int = 65536
+    """How far ahead of the next expected id a reliable message may be buffered."""
+    handshake_timeout_s: float = 5.0
+    initial_retransmit_s: float = 0.25
+    idle_timeout_s: float = 15.0
+    keepalive_interval_s: float = 1.0
+    max_ack_delay_s: float = 0.005
+    ack_every_packets: int = 2
+    initial_rtt_s: float = 0.1
+    min_rto_s: float = 0.05
+    """RFC 6298 §2.4 asks for a 1 s floor; like Linux (200 ms) and KCP (30 ms) we go lower,
+    because a realtime session cannot wait a second to repair one packet."""
+    max_rto_s: float = 10.0
+    initial_window_packets: int = 32
+    min_window_packets: int = 4
+    replay_window_packets: int = 4096
+    close_linger_s: float = 0.5
+    """After a close, how long the engine answers stray packets with the close again."""
+    close_flush_timeout_s: float = 2.0
+    """``close()`` first waits this long at most for reliable data to be acknowledged."""
+    retry_token_lifetime_s: float = 10.0
+    max_sessions: int = 64
+    """Listener only: sessions beyond this are refused (their handshakes are dropped)."""
+    extra_socket_buffer_bytes: int = field(default=4 * 1024 * 1024)
+    """Adapters ask the kernel for this much send/receive buffer."""
+
+    def __post_init__(self) -> None:
+        if not self.channels:
+            raise ValueError("channels: at least one channel is needed")
+        if len(self.channels) > 256:
+            raise ValueError("channels: at most 256 channels (the id is one byte)")
+        if not 256 <= self.max_datagram_bytes <= 65_507:
+            raise ValueError("max_datagram_bytes must be within 256..65507")
+        if self.max_message_bytes < 1:
+            raise ValueError("max_message_bytes must be positive")
+        if self.max_reassembly_bytes < self.max_message_bytes:
+            raise ValueError("max_reassembly_bytes must hold at least one largest message")
+        if self.max_send_queue_bytes < self.max_message_bytes:
+            raise ValueError("max_send_queue_bytes must hold at least one largest message")
+        for name in (
+            "reassembly_timeout_s",
+            "handshake_timeout_s",
+            "initial_retransmit_s",
+            "idle_timeout_s",
+            "keepalive_interval_s",
+            "initial_rtt_s",
+            "min_rto_s",
+            "max_rto_s",
+            "close_linger_s",
+            "close_flush_timeout_s",
+            "retry_token_lifetime_s",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.max_ack_delay_s < 0:
+            raise ValueError("max_ack_delay_s must not be negative")
+        if self.keepalive_interval_s >= self.idle_timeout_s:
+            raise ValueError("keepalive_interval_s must be shorter than idle_timeout_s")
+        if self.min_rto_s > self.max_rto_s:
+            raise ValueError("min_rto_s must not exceed max_rto_s")
+        if self.ack_every_packets < 1:
+            raise ValueError("ack_every_packets must be at least 1")
+        if self.min_window_packets < 2 or self.initial_window_packets < self.min_window_packets:
+            raise ValueError("windows: need 2 <= min_window_packets <= initial_window_packets")
+        if self.replay_window_packets < 64:
+            raise ValueError("replay_window_packets must be at least 64")
+        if self.max_ordered_window < 1 or self.max_sessions < 1:
+            raise ValueError("max_ordered_window and max_sessions must be positive")

@@ -1,0 +1,410 @@
+"""The sending half of the channels: fragmentation, packet filling, loss recovery, deadlines.
+
+Messages are cut into fragments when they are queued. Packets are filled with an ACK (when
+one is owed), reliable control frames, repairs, then new fragments taken round-robin across
+channels, so one channel's backlog cannot hold up another's. Every packet is remembered until
+it is acknowledged or declared lost (RFC 9002 §6: 3 packets or 9/8 RTT later; or the RFC 6298
+retransmission timer); fragments of lost packets are queued again if their message is reliable
+and its deadline has not passed.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from transport.config import ChannelKind, SessionConfig
+from transport.congestion import CongestionController
+from transport.errors import UsageError
+from transport.packet import DATA_OVERHEAD_BYTES
+from transport.rtt import RttEstimator
+from transport.stats import Counters
+from transport.wire import (
+    PING_BYTES,
+    AckFrame,
+    encode_abandon,
+    fragment_header,
+    fragment_header_max_size,
+)
+
+PACKET_THRESHOLD = 3  # RFC 9002 §6.1.1
+MAX_LIFETIME_US = (1 << 30) - 1  # a 4-byte varint at most: keeps header sizes predictable
+
+_RELIABLE = ChannelKind.RELIABLE
+_LATEST = ChannelKind.LATEST
+
+# Message states.
+_PENDING = 0
+_DONE = 1
+_EXPIRED = 2
+_SUPERSEDED = 3
+
+
+class _OutMessage:
+    __slots__ = ("channel", "data", "deadline", "kind", "message_id", "state", "unacked", "unsent")
+
+    def __init__(
+        self, channel: int, kind: int, message_id: int, data: bytes, deadline: float | None
+    ) -> None:
+        self.channel = channel
+        self.kind = kind
+        self.message_id = message_id
+        self.data = data
+        self.deadline = deadline
+        self.state = _PENDING
+        self.unacked = 0  # reliable: fragments not yet acknowledged
+        self.unsent = 0  # fragments never sent yet
+
+
+class _Fragment:
+    __slots__ = ("acked", "length", "message", "offset", "sent_once")
+
+    def __init__(self, message: _OutMessage, offset: int, length: int) -> None:
+        self.message = message
+        self.offset = offset
+        self.length = length
+        self.acked = False
+        self.sent_once = False
+
+
+class _Control:
+    """A control frame that is repeated until acknowledged (ABANDON)."""
+
+    __slots__ = ("acked", "frame")
+
+    def __init__(self, frame: bytes) -> None:
+        self.frame = frame
+        self.acked = False
+
+
+class _SentPacket:
+    __slots__ = ("items", "sent_at", "size")
+
+    def __init__(self, sent_at: float, size: int, items: list[_Fragment | _Control]) -> None:
+        self.sent_at = sent_at
+        self.size = size
+        self.items = items
+
+
+class Sender:
+    """Send-side state of one session (sans-I/O; the session seals what this builds)."""
+
+    def __init__(
+        self,
+        config: SessionConfig,
+        counters: Counters,
+        rtt: RttEstimator,
+        congestion: CongestionController,
+    ) -> None:
+        self._config = config
+        self._counters = counters
+        self._rtt = rtt
+        self._cc = congestion
+        self._max_payload = config.max_datagram_bytes - DATA_OVERHEAD_BYTES
+        self._next_id = [0] * len(config.channels)
+        self._queues: dict[int, deque[_Fragment]] = {}
+        self._active: deque[int] = deque()  # channels with queued fragments, round-robin
+        self._latest: dict[int, _OutMessage] = {}
+        self._repairs: deque[_Fragment] = deque()
+        self._controls: deque[_Control] = deque()
+        self._sent: dict[int, _SentPacket] = {}
+        self._ping = False
+        self._largest_acked = -1
+        self._loss_time: float | None = None
+        self._rto_base: float | None = None  # when the RFC 6298 timer was last (re)started
+        self._backoff = 0
+        self.bytes_in_flight = 0
+        self.queued_bytes = 0
+
+    # -- queueing ----------------------------------------------------------------------------
+
+    def queue_message(self, channel: int, data: bytes, deadline: float | None) -> int:
+        """Fragment ``data`` for ``channel``; return its message id."""
+        config = self._config
+        if not 0 <= channel < len(config.channels):
+            raise UsageError(f"no channel {channel} (configured: {len(config.channels)})")
+        size = len(data)
+        if size > config.max_message_bytes:
+            raise UsageError(f"message of {size} bytes exceeds max_message_bytes")
+        if self.queued_bytes + size > config.max_send_queue_bytes:
+            raise UsageError("send queue full (max_send_queue_bytes); wait for it to drain")
+        kind = config.channels[channel]
+        mid = self._next_id[channel]
+        self._next_id[channel] = mid + 1
+        message = _OutMessage(channel, kind, mid, data, deadline)
+        if kind == _LATEST:
+            older = self._latest.get(channel)
+            if older is not None and older.state == _PENDING and older.unsent:
+                older.state = _SUPERSEDED  # its fragments still queued are skipped
+                self._release(older)
+            self._latest[channel] = message
+        chunk = self._max_payload - fragment_header_max_size(mid, size)
+        queue = self._queues.get(channel)
+        if queue is None:
+            queue = self._queues[channel] = deque()
+        if not queue:
+            self._active.append(channel)
+        if size <= chunk:
+            queue.append(_Fragment(message, 0, size))
+            count = 1
+        else:
+            count = 0
+            for offset in range(0, size, chunk):
+                queue.append(_Fragment(message, offset, min(chunk, size - offset)))
+                count += 1
+        message.unsent = count
+        if kind == _RELIABLE:
+            message.unacked = count
+        self.queued_bytes += size
+        self._counters.messages_sent += 1
+        return mid
+
+    def queue_ping(self) -> None:
+        self._ping = True
+
+    @property
+    def has_data(self) -> bool:
+        return bool(self._active or self._repairs or self._controls or self._ping)
+
+    @property
+    def reliable_outstanding(self) -> bool:
+        """True while something reliable waits to be sent or acknowledged."""
+        return bool(self.queued_bytes or self._controls or self._repairs)
+
+    # -- building packets --------------------------------------------------------------------
+
+    def build(self, now: float, pn: int, ack: bytes | None, ack_due: bool) -> bytes | None:
+        """Plaintext payload of packet ``pn``, or None when there is nothing to send now."""
+        space = self._max_payload
+        parts: list[bytes | memoryview] = []
+        items: list[_Fragment | _Control] = []
+        if ack is not None:
+            parts.append(ack)
+            space -= len(ack)
+        eliciting = False
+        if self._ping:
+            self._ping = False
+            parts.append(PING_BYTES)
+            space -= 1
+            eliciting = True
+        if self.bytes_in_flight + self._config.max_datagram_bytes <= self._cc.window_bytes:
+            space = self._fill_controls(parts, items, space)
+            space = self._fill_fragments(self._repairs, parts, items, space, now, True)
+            while self._active and space > 16:
+                channel = self._active[0]
+                queue = self._queues[channel]
+                before = space
+                space = self._fill_fragments(queue, parts, items, space, now, False)
+                if queue:
+                    if space == before:
+                        break  # the head fragment does not fit in what is left
+                    self._active.rotate(-1)
+                else:
+                    self._active.popleft()
+        if items:
+            eliciting = True
+        elif not eliciting and not (ack is not None and ack_due):
+            return None
+        payload = b"".join(parts)
+        if eliciting:
+            size = len(payload) + DATA_OVERHEAD_BYTES
+            self._sent[pn] = _SentPacket(now, size, items)
+            self.bytes_in_flight += size
+            if self._rto_base is None:
+                self._rto_base = now  # RFC 6298 §5.1
+        return payload
+
+    def _fill_controls(
+        self, parts: list[bytes | memoryview], items: list[_Fragment | _Control], space: int
+    ) -> int:
+        controls = self._controls
+        while controls and len(controls[0].frame) <= space:
+            control = controls.popleft()
+            if control.acked:
+                continue
+            parts.append(control.frame)
+            items.append(control)
+            space -= len(control.frame)
+        return space
+
+    def _fill_fragments(
+        self,
+        queue: deque[_Fragment],
+        parts: list[bytes | memoryview],
+        items: list[_Fragment | _Control],
+        space: int,
+        now: float,
+        repairs: bool,
+    ) -> int:
+        """Move fragments from ``queue`` into the packet while they fit; return space left.
+
+        At most one fragment is taken from a channel queue per call (round-robin); repairs are
+        taken while they fit.
+        """
+        while queue:
+            fragment = queue[0]
+            message = fragment.message
+            if message.state != _PENDING or fragment.acked:
+                queue.popleft()
+                continue
+            deadline = message.deadline
+            lifetime_us: int | None = None
+            if deadline is not None:
+                if deadline <= now:
+                    queue.popleft()
+                    self._expire(message)
+                    continue
+                lifetime_us = min(int((deadline - now) * 1e6), MAX_LIFETIME_US)
+            header = fragment_header(
+                message.kind,
+                message.channel,
+                message.message_id,
+                len(message.data),
+                fragment.offset,
+                lifetime_us,
+                fragment.length,
+            )
+            need = len(header) + fragment.length
+            if need > space:
+                return space
+            queue.popleft()
+            parts.append(header)
+            offset = fragment.offset
+            if fragment.length == len(message.data):
+                parts.append(message.data)
+            else:
+                parts.append(memoryview(message.data)[offset : offset + fragment.length])
+            items.append(fragment)
+            space -= need
+            if fragment.sent_once:
+                self._counters.retransmissions += 1
+            else:
+                fragment.sent_once = True
+                message.unsent -= 1
+                if message.unsent == 0 and message.kind != _RELIABLE:
+                    message.state = _DONE
+                    self._release(message)
+            if not repairs:
+                return space
+        return space
+
+    # -- acknowledgements and loss -----------------------------------------------------------
+
+    def on_ack(self, ack: AckFrame, now: float) -> None:
+        largest = ack.largest
+        ranges = ack.ranges[::-1]  # ascending
+        r = 0
+        lo, hi = ranges[0]
+        acked: list[tuple[int, _SentPacket]] = []
+        sent = self._sent
+        for pn, packet in sent.items():
+            if pn > largest:
+                break
+            while pn > hi and r + 1 < len(ranges):
+                r += 1
+                lo, hi = ranges[r]
+            if lo <= pn <= hi:
+                acked.append((pn, packet))
+        if not acked:
+            return
+        cc = self._cc
+        for pn, packet in acked:
+            del sent[pn]
+            self.bytes_in_flight -= packet.size
+            cc.on_acked(packet.size, packet.sent_at, now)
+            for item in packet.items:
+                if item.acked:
+                    continue
+                item.acked = True
+                if isinstance(item, _Fragment):
+                    message = item.message
+                    if message.kind == _RELIABLE:
+                        message.unacked -= 1
+                        if message.unacked == 0 and message.state == _PENDING:
+                            message.state = _DONE
+                            self._release(message)
+        last_pn, last_packet = acked[-1]
+        if last_pn == largest:
+            self._rtt.update(now - last_packet.sent_at, ack.ack_delay_us / 1e6)
+        if largest > self._largest_acked:
+            self._largest_acked = largest
+        self._backoff = 0
+        self._rto_base = now if sent else None  # RFC 6298 §5.2/§5.3
+        self._detect_lost(now)
+
+    def _detect_lost(self, now: float) -> None:
+        """RFC 9002 §6.1: packet and time thresholds below the largest acknowledged."""
+        largest = self._largest_acked
+        loss_delay = self._rtt.loss_delay_s()
+        cutoff = now - loss_delay
+        lost: list[int] = []
+        self._loss_time = None
+        for pn, packet in self._sent.items():
+            if pn >= largest:
+                break
+            if largest - pn >= PACKET_THRESHOLD or packet.sent_at <= cutoff:
+                lost.append(pn)
+            else:
+                self._loss_time = packet.sent_at + loss_delay
+                break
+        for pn in lost:
+            self._lose(pn, now)
+
+    def _lose(self, pn: int, now: float) -> None:
+        packet = self._sent.pop(pn)
+        self.bytes_in_flight -= packet.size
+        self._counters.packets_lost += 1
+        self._cc.on_lost(packet.size, packet.sent_at, now)
+        for item in packet.items:
+            if item.acked:
+                continue
+            if isinstance(item, _Control):
+                self._controls.append(item)
+                continue
+            message = item.message
+            if message.kind != _RELIABLE or message.state != _PENDING:
+                continue
+            if message.deadline is not None and message.deadline <= now:
+                self._expire(message)
+            else:
+                self._repairs.append(item)
+
+    def _expire(self, message: _OutMessage) -> None:
+        if message.state != _PENDING:
+            return
+        message.state = _EXPIRED
+        self._counters.messages_expired += 1
+        self._release(message)
+        if message.kind == _RELIABLE:
+            self._controls.append(_Control(encode_abandon(message.channel, message.message_id)))
+
+    def _release(self, message: _OutMessage) -> None:
+        self.queued_bytes -= len(message.data)
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def next_timer(self) -> float | None:
+        rto_at = None
+        if self._rto_base is not None:
+            rto_at = self._rto_base + self._rtt.rto_s(self._backoff)
+        if self._loss_time is None:
+            return rto_at
+        if rto_at is None:
+            return self._loss_time
+        return min(rto_at, self._loss_time)
+
+    def handle_timer(self, now: float) -> None:
+        if self._loss_time is not None and self._loss_time <= now:
+            self._detect_lost(now)
+        if self._rto_base is not None and now >= self._rto_base + self._rtt.rto_s(self._backoff):
+            self._on_rto(now)
+
+    def _on_rto(self, now: float) -> None:
+        """RFC 6298 §5.4-5.6: resend, back off, restart the timer."""
+        for pn in list(self._sent):
+            self._lose(pn, now)
+        self._cc.on_timeout(now)
+        self._backoff += 1
+        self._loss_time = None
+        if not (self._repairs or self._controls):
+            self._ping = True  # nothing to repair: probe so the timer can learn the path
+        self._rto_base = now

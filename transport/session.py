@@ -1,0 +1,534 @@
+"""The session engine: one encrypted, multi-channel conversation with one peer (sans-I/O).
+
+Bytes and the time go in (``receive_datagram``, ``handle_timer``); datagrams to send, events
+and the next deadline come out. No sockets, threads or clocks here; adapters supply them.
+The states and what moves between them are in ``_TRANSITIONS`` below and in PROTOCOL.md §6.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections import deque
+from collections.abc import Callable
+from dataclasses import replace
+
+from transport import packet as pk
+from transport.acks import AckTracker
+from transport.config import SessionConfig
+from transport.congestion import NewReno
+from transport.crypto import (
+    TAG_BYTES,
+    KeyPair,
+    PacketProtection,
+    ReplayWindow,
+    SessionKeys,
+    derive_keys,
+    open_confirm,
+    seal_confirm,
+)
+from transport.errors import DecodeError, UsageError
+from transport.events import Closed, Connected, Event
+from transport.reassembly import Reassembler
+from transport.rtt import RttEstimator
+from transport.sender import Sender
+from transport.stats import Counters, SessionStats
+from transport.wire import (
+    AbandonFrame,
+    AckFrame,
+    CloseFrame,
+    FragmentFrame,
+    encode_close,
+    parse_frames,
+)
+
+Address = tuple[str, int]
+RandBytes = Callable[[int], bytes]
+
+
+class CloseCode(enum.IntEnum):
+    """Codes carried by CLOSE frames and :class:`Closed` events (PROTOCOL.md §4.4)."""
+
+    NORMAL = 0
+    PROTOCOL_VIOLATION = 1
+    IDLE_TIMEOUT = 2
+    HANDSHAKE_TIMEOUT = 3
+    INTERNAL = 4
+
+
+class State(enum.Enum):
+    CONNECTING = "connecting"  # client: INITIAL sent, waiting for RETRY or ACCEPT
+    ACCEPTED = "accepted"  # server: ACCEPT sent, waiting for the first protected packet
+    ESTABLISHED = "established"
+    CLOSING = "closing"  # we closed; answering stray packets with CLOSE until the linger ends
+    DRAINING = "draining"  # the peer closed; staying silent until the linger ends
+    TERMINATED = "terminated"
+
+
+# Every state change the engine makes, keyed by (state, trigger). Anything else is a bug.
+_TRANSITIONS: dict[tuple[State, str], State] = {
+    (State.CONNECTING, "accept"): State.ESTABLISHED,
+    (State.CONNECTING, "timeout"): State.TERMINATED,
+    (State.ACCEPTED, "data"): State.ESTABLISHED,
+    (State.ACCEPTED, "timeout"): State.TERMINATED,
+    (State.ACCEPTED, "close"): State.CLOSING,
+    (State.ACCEPTED, "peer_close"): State.DRAINING,
+    (State.ESTABLISHED, "close"): State.CLOSING,
+    (State.ESTABLISHED, "peer_close"): State.DRAINING,
+    (State.ESTABLISHED, "timeout"): State.TERMINATED,
+    (State.CONNECTING, "close"): State.TERMINATED,
+    (State.CLOSING, "linger_done"): State.TERMINATED,
+    (State.DRAINING, "linger_done"): State.TERMINATED,
+}
+
+# Which packet types each state accepts; others are counted and dropped.
+_ACCEPTS: dict[int, frozenset[State]] = {
+    pk.RETRY: frozenset({State.CONNECTING}),
+    pk.ACCEPT: frozenset({State.CONNECTING}),
+    pk.INITIAL: frozenset({State.ACCEPTED, State.ESTABLISHED}),
+    pk.DATA: frozenset({State.ACCEPTED, State.ESTABLISHED, State.CLOSING, State.DRAINING}),
+}
+
+
+class Session:
+    """One session. Build a client with :meth:`client`; listeners build servers."""
+
+    def __init__(
+        self,
+        config: SessionConfig,
+        *,
+        is_client: bool,
+        local_cid: bytes,
+        peer_addr: Address,
+        keypair: KeyPair,
+        now: float,
+    ) -> None:
+        self.config = config
+        self.is_client = is_client
+        self.local_cid = local_cid
+        self.peer_cid = b""
+        self.peer_addr = peer_addr
+        self.state = State.CONNECTING if is_client else State.ACCEPTED
+        self._keypair = keypair
+        self._events: deque[Event] = deque()
+        self._out: list[tuple[bytes, Address]] = []
+        self._counters = Counters()
+        self._rtt = RttEstimator(config.initial_rtt_s, config.min_rto_s, config.max_rto_s)
+        self._acks = AckTracker(config.max_ack_delay_s, config.ack_every_packets)
+        self._reassembler = Reassembler(config, self._counters, self._events)
+        self._sender: Sender | None = None
+        self._seal: PacketProtection | None = None
+        self._open: PacketProtection | None = None
+        self._replay = ReplayWindow(config.replay_window_packets)
+        self._next_pn = 0
+        self._idle_timeout_s = config.idle_timeout_s
+        self._handshake_deadline = now + config.handshake_timeout_s
+        self._resend_at: float | None = None
+        self._resend_interval = config.initial_retransmit_s
+        self._initial: pk.Initial | None = None
+        self._retried = False
+        self._accept_bytes = b""
+        self._last_recv = now
+        self._last_sent = now
+        self._linger_end: float | None = None
+        self._close_request: tuple[str, int, float] | None = None
+        self._close_packet_at = float("-inf")
+        self._close_frame = b""
+
+    # -- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def client(
+        cls,
+        config: SessionConfig,
+        peer_addr: Address,
+        now: float,
+        randbytes: RandBytes = os.urandom,
+    ) -> Session:
+        """A client session; its INITIAL is ready in :meth:`datagrams_to_send`."""
+        session = cls(
+            config,
+            is_client=True,
+            local_cid=randbytes(pk.CID_BYTES),
+            peer_addr=peer_addr,
+            keypair=KeyPair.from_seed(randbytes(32)),
+            now=now,
+        )
+        session._initial = pk.Initial(
+            session.local_cid, session._keypair.public, b"", session._params().encode()
+        )
+        session._send_initial(now)
+        return session
+
+    @classmethod
+    def server(
+        cls,
+        config: SessionConfig,
+        initial: pk.Initial,
+        peer_addr: Address,
+        now: float,
+        randbytes: RandBytes = os.urandom,
+    ) -> Session:
+        """A server session for a validated INITIAL (raises DecodeError if it is unusable)."""
+        peer_params = pk.params_from_extensions(pk.parse_extensions(initial.extensions))
+        session = cls(
+            config,
+            is_client=False,
+            local_cid=randbytes(pk.CID_BYTES),
+            peer_addr=peer_addr,
+            keypair=KeyPair.from_seed(randbytes(32)),
+            now=now,
+        )
+        session.peer_cid = initial.client_cid
+        keys = session._derive(initial.client_public, initial.client_cid, session.local_cid)
+        body = session._params().encode()
+        header = pk.accept_header(
+            initial.client_cid, session.local_cid, session._keypair.public, len(body) + TAG_BYTES
+        )
+        session._accept_bytes = header + seal_confirm(keys.confirm_key, header, body)
+        session._start(keys, peer_params)
+        session._out.append((session._accept_bytes, peer_addr))
+        return session
+
+    def _params(self) -> pk.Params:
+        c = self.config
+        return pk.Params(
+            int(c.idle_timeout_s * 1000), int(c.max_ack_delay_s * 1e6), c.max_datagram_bytes
+        )
+
+    def _derive(self, peer_public: bytes, client_cid: bytes, server_cid: bytes) -> SessionKeys:
+        shared = self._keypair.exchange(peer_public)
+        if self.is_client:
+            return derive_keys(shared, client_cid, server_cid, self._keypair.public, peer_public)
+        return derive_keys(shared, client_cid, server_cid, peer_public, self._keypair.public)
+
+    def _start(self, keys: SessionKeys, peer: pk.Params) -> None:
+        """Install keys and the send machinery once both sides' parameters are known."""
+        if self.is_client:
+            self._seal = PacketProtection(keys.client_key, keys.client_iv)
+            self._open = PacketProtection(keys.server_key, keys.server_iv)
+        else:
+            self._seal = PacketProtection(keys.server_key, keys.server_iv)
+            self._open = PacketProtection(keys.client_key, keys.client_iv)
+        config = self.config
+        if peer.max_datagram_bytes < config.max_datagram_bytes:
+            config = _with_datagram(config, peer.max_datagram_bytes)
+        if peer.idle_timeout_ms:
+            self._idle_timeout_s = min(self._idle_timeout_s, peer.idle_timeout_ms / 1000)
+        congestion = NewReno(
+            config.max_datagram_bytes, config.initial_window_packets, config.min_window_packets
+        )
+        self._sender = Sender(config, self._counters, self._rtt, congestion)
+
+    def _transition(self, trigger: str) -> None:
+        self.state = _TRANSITIONS[(self.state, trigger)]
+
+    # -- public API --------------------------------------------------------------------------
+
+    @property
+    def is_established(self) -> bool:
+        return self.state is State.ESTABLISHED
+
+    @property
+    def is_terminated(self) -> bool:
+        return self.state is State.TERMINATED
+
+    def send(
+        self, data: bytes, *, channel: int = 0, deadline_s: float | None = None, now: float
+    ) -> int:
+        """Queue a message; return its id on ``channel``.
+
+        ``deadline_s`` counts from ``now``: once it passes, the sender stops repairing the
+        message and the receiver discards what it has of it and reports it late.
+        """
+        if self.state is not State.ESTABLISHED or self._sender is None:
+            raise UsageError(f"cannot send in state {self.state.value}")
+        if self._close_request is not None:
+            raise UsageError("session is closing")
+        if deadline_s is not None and deadline_s <= 0:
+            raise UsageError("deadline_s must be positive")
+        deadline = None if deadline_s is None else now + deadline_s
+        return self._sender.queue_message(channel, bytes(data), deadline)
+
+    def close(self, now: float, reason: str = "closed", code: int = CloseCode.NORMAL) -> None:
+        """Close gracefully: wait (bounded) for reliable data to be acknowledged, then send
+        CLOSE; both sides get a :class:`Closed` event."""
+        if self.state is State.ESTABLISHED:
+            if self._close_request is None:
+                flush_until = now + self.config.close_flush_timeout_s
+                self._close_request = (reason, int(code), flush_until)
+        elif self.state is State.ACCEPTED:
+            self._close_now(now, reason, int(code))
+        elif self.state is State.CONNECTING:
+            self._terminate(reason, int(code), by_peer=False, trigger="close")
+
+    def next_event(self) -> Event | None:
+        events = self._events
+        return events.popleft() if events else None
+
+    def stats(self) -> SessionStats:
+        c = self._counters
+        rtt = self._rtt
+        sender = self._sender
+        return SessionStats(
+            srtt_ms=rtt.srtt_s * 1000,
+            rttvar_ms=rtt.rttvar_s * 1000,
+            min_rtt_ms=None if rtt.samples == 0 else rtt.min_s * 1000,
+            rto_ms=rtt.rto_s() * 1000,
+            packets_sent=c.packets_sent,
+            packets_received=c.packets_received,
+            bytes_sent=c.bytes_sent,
+            bytes_received=c.bytes_received,
+            packets_lost=c.packets_lost,
+            retransmissions=c.retransmissions,
+            messages_sent=c.messages_sent,
+            messages_delivered=c.messages_delivered,
+            message_bytes_delivered=c.message_bytes_delivered,
+            messages_late=c.messages_late,
+            messages_dropped=c.messages_dropped,
+            messages_expired=c.messages_expired,
+            decode_failures=c.decode_failures,
+            replays_rejected=c.replays_rejected,
+            window_bytes=sender._cc.window_bytes if sender else 0,
+            bytes_in_flight=sender.bytes_in_flight if sender else 0,
+            send_queue_bytes=sender.queued_bytes if sender else 0,
+            reassembly_bytes=self._reassembler.held_bytes,
+        )
+
+    # -- input -------------------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """Feed one datagram. Bad bytes are counted and dropped; nothing from the peer raises."""
+        try:
+            ptype = pk.packet_type(data)
+            if self.state not in _ACCEPTS[ptype]:
+                raise DecodeError(f"packet type 0x{ptype:02x} not expected now")
+            if ptype == pk.DATA:
+                self._on_data(data, addr, now)
+            elif ptype == pk.ACCEPT:
+                self._on_accept(data, addr, now)
+            elif ptype == pk.RETRY:
+                self._on_retry(data, now)
+            else:
+                self._on_initial_again(data, addr)
+        except DecodeError:
+            self._counters.decode_failures += 1
+
+    def _on_retry(self, data: bytes, now: float) -> None:
+        retry = pk.decode_retry(data)
+        if retry.client_cid != self.local_cid or self._retried or self._initial is None:
+            raise DecodeError("unexpected RETRY")
+        self._retried = True  # one retry per attempt: a second could be an attacker's loop
+        self._initial = pk.Initial(
+            self._initial.client_cid, self._initial.client_public, retry.token,
+            self._initial.extensions,
+        )  # fmt: skip
+        self._resend_interval = self.config.initial_retransmit_s
+        self._send_initial(now)
+
+    def _on_accept(self, data: bytes, addr: Address, now: float) -> None:
+        accept = pk.decode_accept(data)
+        if accept.client_cid != self.local_cid:
+            raise DecodeError("ACCEPT for another connection")
+        keys = self._derive(accept.server_public, self.local_cid, accept.server_cid)
+        body = open_confirm(keys.confirm_key, accept.header, accept.sealed)
+        params = pk.params_from_extensions(pk.parse_extensions(body))
+        self.peer_cid = accept.server_cid
+        self.peer_addr = addr
+        self._start(keys, params)
+        self._transition("accept")
+        self._resend_at = None
+        self._last_recv = now
+        self._events.append(Connected(peer_addr=addr))
+        assert self._sender is not None
+        self._sender.queue_ping()  # the listener turns ESTABLISHED on our first protected packet
+
+    def _on_initial_again(self, data: bytes, addr: Address) -> None:
+        """The client resent its INITIAL: our ACCEPT was lost. Answer with the same bytes."""
+        initial = pk.decode_initial(data)
+        if self.state is State.ACCEPTED and initial.client_cid == self.peer_cid:
+            self._out.append((self._accept_bytes, addr))
+
+    def _on_data(self, data: bytes, addr: Address, now: float) -> None:
+        if len(data) < pk.DATA_OVERHEAD_BYTES:
+            raise DecodeError("truncated DATA packet")
+        _, dcid, pn = pk.DATA_HEADER.unpack_from(data)
+        if dcid != self.local_cid:
+            raise DecodeError("DATA for another connection")
+        if not self._replay.is_fresh(pn):
+            self._counters.replays_rejected += 1
+            return
+        assert self._open is not None
+        header_len = pk.DATA_HEADER_BYTES
+        payload = self._open.open(pn, data[:header_len], data[header_len:])
+        self._replay.mark(pn)
+        counters = self._counters
+        counters.packets_received += 1
+        counters.bytes_received += len(data)
+        self._last_recv = now
+        if addr != self.peer_addr:
+            self.peer_addr = addr  # authenticated: the peer's address changed (NAT rebinding)
+        state = self.state
+        if state is State.CLOSING:
+            self._answer_with_close(now)
+            return
+        if state is State.DRAINING:
+            return
+        if state is State.ACCEPTED:
+            self._transition("data")
+            self._events.append(Connected(peer_addr=addr))
+        try:
+            frames = parse_frames(payload)
+        except DecodeError as exc:
+            # Authenticated but malformed: the peer is broken, not an attacker. End it.
+            self._close_now(now, f"protocol violation: {exc}", CloseCode.PROTOCOL_VIOLATION)
+            return
+        eliciting = False
+        sender = self._sender
+        assert sender is not None
+        for frame in frames:
+            ftype = type(frame)
+            if ftype is FragmentFrame:
+                eliciting = True
+                self._reassembler.on_fragment(frame, now)  # type: ignore[arg-type]
+            elif ftype is AckFrame:
+                sender.on_ack(frame, now)  # type: ignore[arg-type]
+            elif ftype is CloseFrame:
+                self._on_peer_close(frame, now)  # type: ignore[arg-type]
+                return
+            elif ftype is AbandonFrame:
+                eliciting = True
+                self._reassembler.on_abandon(frame.channel, frame.message_id)  # type: ignore[union-attr]
+            else:  # PING
+                eliciting = True
+        self._acks.on_packet(pn, eliciting, now)
+
+    def _on_peer_close(self, frame: CloseFrame, now: float) -> None:
+        self._transition("peer_close")
+        self._linger_end = now + self.config.close_linger_s
+        self._events.append(Closed(reason=frame.reason, code=frame.code, by_peer=True))
+
+    # -- output ------------------------------------------------------------------------------
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        """Everything due now; call after every input and timer."""
+        if self.state is State.ESTABLISHED:
+            self._send_protected(now)
+        out = self._out
+        if out:
+            self._out = []
+            self._last_sent = now
+        return out
+
+    def _send_protected(self, now: float) -> None:
+        sender = self._sender
+        assert sender is not None and self._seal is not None
+        request = self._close_request
+        if request is not None and (not sender.reliable_outstanding or now >= request[2]):
+            self._close_now(now, request[0], request[1])
+            return
+        if now - self._last_sent >= self.config.keepalive_interval_s:
+            sender.queue_ping()
+        acks = self._acks
+        counters = self._counters
+        out = self._out
+        peer = self.peer_addr
+        while True:
+            ack = None
+            if acks.has_unacked and (sender.has_data or acks.due(now)):
+                ack = acks.frame(now)
+            pn = self._next_pn
+            payload = sender.build(now, pn, ack, ack is not None)
+            if payload is None:
+                break
+            datagram = self._protect(pn, payload)
+            out.append((datagram, peer))
+            counters.packets_sent += 1
+            counters.bytes_sent += len(datagram)
+
+    def _protect(self, pn: int, payload: bytes) -> bytes:
+        assert self._seal is not None
+        self._next_pn = pn + 1
+        header = pk.DATA_HEADER.pack(pk.DATA, self.peer_cid, pn)
+        return header + self._seal.seal(pn, header, payload)
+
+    def _send_initial(self, now: float) -> None:
+        assert self._initial is not None
+        self._out.append((pk.encode_initial(self._initial), self.peer_addr))
+        self._resend_at = now + self._resend_interval
+        self._resend_interval *= 2
+
+    def _close_now(self, now: float, reason: str, code: int) -> None:
+        self._close_request = None
+        self._close_frame = encode_close(code, reason)
+        self._transition("close")
+        self._linger_end = now + self.config.close_linger_s
+        self._answer_with_close(now)
+        self._events.append(Closed(reason=reason, code=code, by_peer=False))
+
+    def _answer_with_close(self, now: float) -> None:
+        # At most one CLOSE per 10 ms, so a flood of stray packets cannot be amplified.
+        if now - self._close_packet_at < 0.01 or self._seal is None:
+            return
+        self._close_packet_at = now
+        self._out.append((self._protect(self._next_pn, self._close_frame), self.peer_addr))
+        self._counters.packets_sent += 1
+
+    def _terminate(self, reason: str, code: int, *, by_peer: bool, trigger: str = "timeout") -> None:
+        self._transition(trigger)
+        self._events.append(Closed(reason=reason, code=code, by_peer=by_peer))
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def next_timer(self) -> float | None:
+        """The earliest time :meth:`handle_timer` has work; None when terminated."""
+        state = self.state
+        if state is State.TERMINATED:
+            return None
+        if state is State.CONNECTING:
+            assert self._resend_at is not None
+            return min(self._resend_at, self._handshake_deadline)
+        if state is State.ACCEPTED:
+            return self._handshake_deadline
+        if state is not State.ESTABLISHED:
+            assert self._linger_end is not None
+            return self._linger_end
+        assert self._sender is not None
+        deadline = min(
+            self._last_recv + self._idle_timeout_s,
+            self._last_sent + self.config.keepalive_interval_s,
+        )
+        for t in (
+            self._sender.next_timer(),
+            self._acks.next_timer(),
+            self._reassembler.next_timer(),
+        ):
+            if t is not None and t < deadline:
+                deadline = t
+        if self._close_request is not None:
+            deadline = min(deadline, self._close_request[2])
+        return deadline
+
+    def handle_timer(self, now: float) -> None:
+        state = self.state
+        if state is State.CONNECTING:
+            if now >= self._handshake_deadline:
+                self._terminate("handshake timeout", CloseCode.HANDSHAKE_TIMEOUT, by_peer=False)
+            elif self._resend_at is not None and now >= self._resend_at:
+                self._send_initial(now)
+        elif state is State.ACCEPTED:
+            if now >= self._handshake_deadline:
+                self._transition("timeout")  # never announced; the listener forgets it
+        elif state is State.ESTABLISHED:
+            if now >= self._last_recv + self._idle_timeout_s:
+                self._terminate("idle timeout", CloseCode.IDLE_TIMEOUT, by_peer=False)
+                return
+            assert self._sender is not None
+            self._sender.handle_timer(now)
+            self._reassembler.handle_timer(now)
+        elif self._linger_end is not None and now >= self._linger_end:
+            self._transition("linger_done")
+
+
+def _with_datagram(config: SessionConfig, max_datagram_bytes: int) -> SessionConfig:
+    return replace(config, max_datagram_bytes=max_datagram_bytes)

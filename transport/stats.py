@@ -1,0 +1,73 @@
+"""Counters kept by a session, and the frozen snapshot ``Session.stats()`` returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class Counters:
+    """Mutable counters shared by the parts of one session (plain ints on purpose: hot path)."""
+
+    __slots__ = (
+        "bytes_received",
+        "bytes_sent",
+        "decode_failures",
+        "message_bytes_delivered",
+        "messages_delivered",
+        "messages_dropped",
+        "messages_expired",
+        "messages_late",
+        "messages_sent",
+        "packets_lost",
+        "packets_received",
+        "packets_sent",
+        "replays_rejected",
+        "retransmissions",
+    )
+
+    def __init__(self) -> None:
+        self.packets_sent = 0
+        self.packets_received = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.retransmissions = 0
+        self.packets_lost = 0
+        self.messages_sent = 0
+        self.messages_delivered = 0
+        self.message_bytes_delivered = 0
+        self.messages_late = 0
+        self.messages_dropped = 0
+        self.messages_expired = 0
+        self.decode_failures = 0
+        self.replays_rejected = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionStats:
+    """A snapshot of one session. Times in milliseconds, sizes in bytes."""
+
+    srtt_ms: float
+    rttvar_ms: float
+    min_rtt_ms: float | None
+    rto_ms: float
+    packets_sent: int
+    packets_received: int
+    bytes_sent: int
+    bytes_received: int
+    packets_lost: int
+    retransmissions: int
+    messages_sent: int
+    messages_delivered: int
+    message_bytes_delivered: int
+    messages_late: int
+    """Received side: messages whose deadline passed before they were whole."""
+    messages_dropped: int
+    """Received side: superseded (latest-only), or refused by a memory bound."""
+    messages_expired: int
+    """Sending side: messages whose deadline passed before they were sent or acknowledged."""
+    decode_failures: int
+    replays_rejected: int
+    window_bytes: int
+    bytes_in_flight: int
+    send_queue_bytes: int
+    reassembly_bytes: int

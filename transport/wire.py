@@ -1,0 +1,269 @@
+"""Frames inside an encrypted packet: variable-length integers and the frame codec.
+
+The layout is normative in ``docs/PROTOCOL.md`` §4; keep the two in step. Decoders raise
+:class:`DecodeError` and nothing else, whatever the bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from transport.errors import DecodeError
+
+# Frame types (PROTOCOL.md §4).
+PADDING = 0x00
+PING = 0x01
+ACK = 0x02
+CLOSE = 0x03
+FRAGMENT = 0x04
+ABANDON = 0x05
+
+# FRAGMENT flag bits.
+KIND_MASK = 0x03
+HAS_DEADLINE = 0x04
+KNOWN_FLAGS = KIND_MASK | HAS_DEADLINE
+
+MAX_VARINT = (1 << 62) - 1
+MAX_ACK_RANGES = 256
+MAX_REASON_BYTES = 1024
+
+
+def encode_varint(value: int) -> bytes:
+    """QUIC's variable-length integer (RFC 9000 §16): 1, 2, 4 or 8 bytes, length in 2 bits."""
+    if value < 0x40:
+        return bytes((value,))
+    if value < 0x4000:
+        return (value | 0x4000).to_bytes(2, "big")
+    if value < 0x4000_0000:
+        return (value | 0x8000_0000).to_bytes(4, "big")
+    if value <= MAX_VARINT:
+        return (value | 0xC000_0000_0000_0000).to_bytes(8, "big")
+    raise ValueError(f"varint out of range: {value}")
+
+
+def varint_size(value: int) -> int:
+    """Bytes :func:`encode_varint` uses for ``value``."""
+    if value < 0x40:
+        return 1
+    if value < 0x4000:
+        return 2
+    if value < 0x4000_0000:
+        return 4
+    return 8
+
+
+def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """Read a varint at ``pos``; return ``(value, next_pos)``."""
+    try:
+        first = buf[pos]
+    except IndexError:
+        raise DecodeError("truncated varint") from None
+    length = 1 << (first >> 6)
+    if length == 1:
+        return first, pos + 1
+    end = pos + length
+    if end > len(buf):
+        raise DecodeError("truncated varint")
+    value = int.from_bytes(buf[pos:end], "big") & ((1 << (8 * length - 2)) - 1)
+    return value, end
+
+
+@dataclass(frozen=True, slots=True)
+class PingFrame:
+    """Asks for an acknowledgement; keeps the session alive."""
+
+
+@dataclass(frozen=True, slots=True)
+class AckFrame:
+    """Packet numbers received, as inclusive ranges, highest first.
+
+    ``ack_delay_us`` is how long the receiver held the largest one before acknowledging it
+    (subtracted from the RTT sample, as in RFC 9002 §5.3).
+    """
+
+    ranges: tuple[tuple[int, int], ...]
+    ack_delay_us: int
+
+    @property
+    def largest(self) -> int:
+        return self.ranges[0][1]
+
+
+@dataclass(frozen=True, slots=True)
+class CloseFrame:
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FragmentFrame:
+    """A piece of one message: bytes ``[offset, offset + len(data))`` of ``total_len``."""
+
+    kind: int
+    channel: int
+    message_id: int
+    total_len: int
+    offset: int
+    lifetime_us: int | None
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AbandonFrame:
+    """The sender stopped repairing ``message_id`` on ``channel`` (its deadline passed)."""
+
+    channel: int
+    message_id: int
+
+
+Frame = PingFrame | AckFrame | CloseFrame | FragmentFrame | AbandonFrame
+
+PING_BYTES = bytes((PING,))
+
+
+def encode_ack(ranges: list[tuple[int, int]], ack_delay_us: int) -> bytes:
+    """ACK frame from inclusive ranges sorted highest first (RFC 9000 §19.3 layout)."""
+    first_lo, first_hi = ranges[0]
+    parts = [
+        bytes((ACK,)),
+        encode_varint(first_hi),
+        encode_varint(min(ack_delay_us, MAX_VARINT)),
+        encode_varint(len(ranges) - 1),
+        encode_varint(first_hi - first_lo),
+    ]
+    prev_lo = first_lo
+    for lo, hi in ranges[1:]:
+        parts.append(encode_varint(prev_lo - hi - 2))
+        parts.append(encode_varint(hi - lo))
+        prev_lo = lo
+    return b"".join(parts)
+
+
+def encode_close(code: int, reason: str) -> bytes:
+    raw = reason.encode("utf-8")[:MAX_REASON_BYTES]
+    return b"".join((bytes((CLOSE,)), encode_varint(code), encode_varint(len(raw)), raw))
+
+
+def encode_abandon(channel: int, message_id: int) -> bytes:
+    return b"".join((bytes((ABANDON, channel)), encode_varint(message_id)))
+
+
+def fragment_header(
+    kind: int,
+    channel: int,
+    message_id: int,
+    total_len: int,
+    offset: int,
+    lifetime_us: int | None,
+    data_len: int,
+) -> bytes:
+    """Everything of a FRAGMENT frame before its data."""
+    flags = kind
+    parts = [b"", encode_varint(message_id), encode_varint(total_len), encode_varint(offset)]
+    if lifetime_us is not None:
+        flags |= HAS_DEADLINE
+        parts.append(encode_varint(lifetime_us))
+    parts.append(encode_varint(data_len))
+    parts[0] = bytes((FRAGMENT, flags, channel))
+    return b"".join(parts)
+
+
+def fragment_header_max_size(message_id: int, total_len: int) -> int:
+    """Upper bound of :func:`fragment_header`'s size for this message (deadline included)."""
+    return 3 + varint_size(message_id) + 2 * varint_size(total_len) + 8 + varint_size(total_len)
+
+
+def _parse_ping(buf: bytes, pos: int) -> tuple[Frame, int]:
+    return PingFrame(), pos
+
+
+def _parse_ack(buf: bytes, pos: int) -> tuple[Frame, int]:
+    largest, pos = read_varint(buf, pos)
+    delay, pos = read_varint(buf, pos)
+    count, pos = read_varint(buf, pos)
+    if count >= MAX_ACK_RANGES:
+        raise DecodeError("too many ACK ranges")
+    first, pos = read_varint(buf, pos)
+    lo = largest - first
+    if lo < 0:
+        raise DecodeError("ACK range below zero")
+    ranges = [(lo, largest)]
+    for _ in range(count):
+        gap, pos = read_varint(buf, pos)
+        length, pos = read_varint(buf, pos)
+        hi = lo - gap - 2
+        lo = hi - length
+        if lo < 0:
+            raise DecodeError("ACK range below zero")
+        ranges.append((lo, hi))
+    return AckFrame(tuple(ranges), delay), pos
+
+
+def _parse_close(buf: bytes, pos: int) -> tuple[Frame, int]:
+    code, pos = read_varint(buf, pos)
+    length, pos = read_varint(buf, pos)
+    if length > MAX_REASON_BYTES or pos + length > len(buf):
+        raise DecodeError("bad CLOSE reason length")
+    reason = buf[pos : pos + length].decode("utf-8", errors="replace")
+    return CloseFrame(code, reason), pos + length
+
+
+def _parse_fragment(buf: bytes, pos: int) -> tuple[Frame, int]:
+    if pos + 2 > len(buf):
+        raise DecodeError("truncated FRAGMENT")
+    flags = buf[pos]
+    channel = buf[pos + 1]
+    if flags & ~KNOWN_FLAGS or flags & KIND_MASK == KIND_MASK:
+        raise DecodeError("unknown FRAGMENT flags")
+    message_id, pos = read_varint(buf, pos + 2)
+    total_len, pos = read_varint(buf, pos)
+    offset, pos = read_varint(buf, pos)
+    lifetime_us = None
+    if flags & HAS_DEADLINE:
+        lifetime_us, pos = read_varint(buf, pos)
+    length, pos = read_varint(buf, pos)
+    end = pos + length
+    if end > len(buf):
+        raise DecodeError("truncated FRAGMENT data")
+    if offset + length > total_len or (length == 0 and total_len != 0):
+        raise DecodeError("FRAGMENT outside its message")
+    frame = FragmentFrame(
+        flags & KIND_MASK, channel, message_id, total_len, offset, lifetime_us, buf[pos:end]
+    )
+    return frame, end
+
+
+def _parse_abandon(buf: bytes, pos: int) -> tuple[Frame, int]:
+    if pos >= len(buf):
+        raise DecodeError("truncated ABANDON")
+    channel = buf[pos]
+    message_id, pos = read_varint(buf, pos + 1)
+    return AbandonFrame(channel, message_id), pos
+
+
+_PARSERS: dict[int, Callable[[bytes, int], tuple[Frame, int]]] = {
+    PING: _parse_ping,
+    ACK: _parse_ack,
+    CLOSE: _parse_close,
+    FRAGMENT: _parse_fragment,
+    ABANDON: _parse_abandon,
+}
+
+
+def parse_frames(payload: bytes) -> list[Frame]:
+    """Decode a decrypted packet payload into frames; PADDING is skipped."""
+    frames: list[Frame] = []
+    pos = 0
+    end = len(payload)
+    while pos < end:
+        ftype = payload[pos]
+        if ftype == PADDING:
+            pos += 1
+            continue
+        parser = _PARSERS.get(ftype)
+        if parser is None:
+            raise DecodeError(f"unknown frame type 0x{ftype:02x}")
+        frame, pos = parser(payload, pos + 1)
+        frames.append(frame)
+    return frames
