@@ -16,8 +16,9 @@ import av.error
 import numpy as np
 import numpy.typing as npt
 from av.video.frame import PictureType
+from av.video.plane import VideoPlane
 
-from stream.errors import FrameDecodeError, StreamUsageError
+from stream.errors import FrameDecodeError, StreamError, StreamUsageError
 from stream.frames import MAX_DIMENSION, EncodedFrame
 
 __all__ = ["DecodedPicture", "EncoderConfig", "H264Decoder", "H264Encoder"]
@@ -89,6 +90,31 @@ class EncoderConfig:
             raise ValueError(f"threads must be in 1..64, got {self.threads}")
 
 
+def _plane_view(plane: VideoPlane, rows: int, cols: int) -> npt.NDArray[np.uint8]:
+    """A writable ``(rows, cols)`` view of an AVFrame plane, row padding sliced off."""
+    flat = np.frombuffer(memoryview(plane), dtype=np.uint8, count=rows * plane.line_size)
+    return flat.reshape(rows, plane.line_size)[:, :cols]
+
+
+def _yuv420p_frame(yuv: npt.NDArray[np.uint8], width: int, height: int) -> av.VideoFrame:
+    """Copy a yuv420p array into a new ``av.VideoFrame``.
+
+    Same result as ``VideoFrame.from_ndarray(yuv, format="yuv420p")``, but numpy copies the
+    planes in about 0.07 ms at 1280x720 where ``from_ndarray`` takes about 0.3 ms.
+    """
+    picture = av.VideoFrame(width, height, "yuv420p")
+    flat = yuv.reshape(-1)
+    offset = 0
+    for plane, (rows, cols) in zip(
+        picture.planes,
+        ((height, width), (height // 2, width // 2), (height // 2, width // 2)),
+        strict=True,
+    ):
+        _plane_view(plane, rows, cols)[:] = flat[offset : offset + rows * cols].reshape(rows, cols)
+        offset += rows * cols
+    return picture
+
+
 class H264Encoder:
     """libx264 encoder: yuv420p arrays in, :class:`EncodedFrame` out, one per picture."""
 
@@ -122,7 +148,10 @@ class H264Encoder:
                 )
             ),
         }
-        ctx.open()
+        try:
+            ctx.open()
+        except av.error.FFmpegError as exc:
+            raise StreamError(f"cannot open the libx264 encoder: {exc}") from exc
         self._ctx = ctx
         self._next_index = 0
         self._keyframe_requested = False
@@ -155,7 +184,7 @@ class H264Encoder:
             raise StreamUsageError(
                 f"expected a uint8 yuv420p array of shape {expected}, got {yuv.dtype} {yuv.shape}"
             )
-        picture = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        picture = _yuv420p_frame(yuv, self._config.width, self._config.height)
         index = self._next_index
         self._next_index += 1
         picture.pts = index
@@ -163,14 +192,20 @@ class H264Encoder:
             picture.pict_type = PictureType.I
             self._keyframe_requested = False
         self._remember(index, capture_ns)
-        return self._to_frames(self._ctx.encode(picture))
+        return self._to_frames(self._encode(picture))
 
     def flush(self) -> list[EncodedFrame]:
         """Drain the encoder. After this, :meth:`encode` raises :class:`StreamUsageError`."""
         if self._flushed:
             return []
         self._flushed = True
-        return self._to_frames(self._ctx.encode(None))
+        return self._to_frames(self._encode(None))
+
+    def _encode(self, picture: av.VideoFrame | None) -> list[av.Packet[Any]]:
+        try:
+            return self._ctx.encode(picture)
+        except av.error.FFmpegError as exc:  # our input is validated: this is libx264 failing
+            raise StreamError(f"libx264 failed to encode: {exc}") from exc
 
     def _remember(self, index: int, capture_ns: int) -> None:
         if len(self._pending) >= _MAX_IN_FLIGHT:
@@ -240,7 +275,10 @@ class H264Decoder:
         # a frame interval of latency each.
         ctx.thread_type = "SLICE"
         ctx.thread_count = threads
-        ctx.open()
+        try:
+            ctx.open()
+        except av.error.FFmpegError as exc:
+            raise StreamError(f"cannot open the H.264 decoder: {exc}") from exc
         self._ctx = ctx
         self._pending: dict[int, _InFlight] = {}
         self._unmatched = 0
@@ -276,9 +314,7 @@ class H264Decoder:
             if meta is None:
                 self._unmatched += 1
                 continue
-            plane = picture.planes[0]
             height, width = picture.height, picture.width
-            rows = np.frombuffer(memoryview(plane), dtype=np.uint8, count=height * plane.line_size)
             pictures.append(
                 DecodedPicture(
                     index=meta.index,
@@ -287,7 +323,7 @@ class H264Decoder:
                     width=width,
                     height=height,
                     encoded_bytes=meta.encoded_bytes,
-                    luma=rows.reshape(height, plane.line_size)[:, :width],
+                    luma=_plane_view(picture.planes[0], height, width),
                     picture=picture,
                 )
             )

@@ -1,6 +1,8 @@
 """framewire's transport: encrypted multi-channel sessions over UDP (sans-I/O engines plus
 asyncio and poll adapters)."""
 
+from transport import poll
+from transport.aio import AsyncListener, AsyncSession, connect, listen
 from transport.config import (
     LATEST,
     RELIABLE,
@@ -24,6 +26,8 @@ __all__ = [
     "LATEST",
     "RELIABLE",
     "UNRELIABLE",
+    "AsyncListener",
+    "AsyncSession",
     "ChannelKind",
     "CloseCode",
     "Closed",
@@ -41,4 +45,7 @@ __all__ = [
     "SessionStats",
     "TransportError",
     "UsageError",
+    "connect",
+    "listen",
+    "poll",
 ]

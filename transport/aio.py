@@ -156,7 +156,10 @@ class _Endpoint:
         now = time.monotonic()
         for data, addr in datagrams:
             engine.receive_datagram(data, addr, now)
-        self._after_io(now)
+        # Wake the readers first; what we owe the peer (ACKs) goes out right after them, from
+        # the ready queue, so an ACK's encryption never sits between arrival and delivery.
+        self._dispatch_events()
+        self.schedule_flush()
 
     def schedule_flush(self) -> None:
         if not self._flush_scheduled:

@@ -175,5 +175,6 @@ class RetryTokens:
         issued = token[: _TOKEN_TIME.size]
         if not hmac.compare_digest(token[_TOKEN_TIME.size :], self._mac(addr, client_cid, issued)):
             return False
-        age_s = now - _TOKEN_TIME.unpack(issued)[0] / 1000
+        issued_ms: int = _TOKEN_TIME.unpack(issued)[0]
+        age_s = now - issued_ms / 1000
         return -1.0 <= age_s <= self._lifetime_s

@@ -164,7 +164,9 @@ def decode_retry(buf: bytes) -> Retry:
     return Retry(cid, token)
 
 
-def accept_header(client_cid: bytes, server_cid: bytes, server_public: bytes, sealed_len: int) -> bytes:
+def accept_header(
+    client_cid: bytes, server_cid: bytes, server_public: bytes, sealed_len: int
+) -> bytes:
     return b"".join(
         (bytes((ACCEPT, VERSION)), client_cid, server_cid, server_public, _U16.pack(sealed_len))
     )

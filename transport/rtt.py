@@ -6,7 +6,16 @@ from __future__ import annotations
 class RttEstimator:
     """SRTT, RTTVAR and RTO as in RFC 6298 §2, with the ack delay removed as RFC 9002 §5.3."""
 
-    __slots__ = ("_granularity_s", "_max_rto_s", "_min_rto_s", "latest_s", "min_s", "rttvar_s", "srtt_s", "samples")
+    __slots__ = (
+        "_granularity_s",
+        "_max_rto_s",
+        "_min_rto_s",
+        "latest_s",
+        "min_s",
+        "rttvar_s",
+        "samples",
+        "srtt_s",
+    )
 
     def __init__(self, initial_s: float, min_rto_s: float, max_rto_s: float) -> None:
         self.srtt_s = initial_s

@@ -474,7 +474,9 @@ class Session:
         self._out.append((self._protect(self._next_pn, self._close_frame), self.peer_addr))
         self._counters.packets_sent += 1
 
-    def _terminate(self, reason: str, code: int, *, by_peer: bool, trigger: str = "timeout") -> None:
+    def _terminate(
+        self, reason: str, code: int, *, by_peer: bool, trigger: str = "timeout"
+    ) -> None:
         self._transition(trigger)
         self._events.append(Closed(reason=reason, code=code, by_peer=by_peer))
 
