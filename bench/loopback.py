@@ -30,13 +30,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.errors import BenchError
-from bench.loops import install_loop
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 import transport
+from bench.errors import BenchError
+from bench.loops import install_loop
 from transport.config import RELIABLE, UNRELIABLE, SessionConfig
 
 STAMP = struct.Struct("!QQ")  # sequence, monotonic_ns at send
+FLOOR_HEADER = struct.Struct("!B8sQ")  # the AEAD floor's header: framewire's DATA header
 END = 0xFFFF_FFFF_FFFF_FFFF
 MESSAGE_BYTES = 1200
 BULK_MESSAGE_BYTES = 1_000_000
@@ -131,24 +133,92 @@ async def _raw_latency_sender(port: int, count: int) -> dict[str, Any]:
     return {"sent": count}
 
 
-async def _fw_latency_receiver(ready: Callable[[int], None], count: int) -> dict[str, Any]:
+async def _fw_latency_receiver(
+    ready: Callable[[int], None], count: int, *, iterate: bool = False
+) -> dict[str, Any]:
     listener = await transport.listen(("127.0.0.1", 0), LATENCY_CONFIG)
     ready(listener.local_addr[1])
     samples: list[int] = []
     session = await asyncio.wait_for(listener.accept(), WORKER_TIMEOUT_S)
+    done = asyncio.get_running_loop().create_future()
+
+    def on_message(message: transport.Message) -> None:
+        now = time.monotonic_ns()
+        seq, sent = STAMP.unpack_from(message.data)
+        if seq == END:
+            if not done.done():
+                done.set_result(None)
+            return
+        samples.append(now - sent)
 
     async def collect() -> None:
         async for message in session:
-            now = time.monotonic_ns()
-            seq, sent = STAMP.unpack_from(message.data)
-            if seq == END:
+            on_message(message)
+            if done.done():
                 return
-            samples.append(now - sent)
 
-    await asyncio.wait_for(collect(), WORKER_TIMEOUT_S)
+    if iterate:
+        await asyncio.wait_for(collect(), WORKER_TIMEOUT_S)
+    else:
+        session.set_handler(on_message)
+        await asyncio.wait_for(done, WORKER_TIMEOUT_S)
     stats = session.stats()
     await listener.close()
     return {"latency_ns": samples, "expected": count, "srtt_ms": stats.srtt_ms}
+
+
+async def _fw_iter_latency_receiver(ready: Callable[[int], None], count: int) -> dict[str, Any]:
+    return await _fw_latency_receiver(ready, count, iterate=True)
+
+
+async def _aead_latency_receiver(ready: Callable[[int], None], count: int) -> dict[str, Any]:
+    """The floor of any encrypted transport: raw UDP plus one AEAD open per datagram."""
+    loop = asyncio.get_running_loop()
+    samples: list[int] = []
+    done = loop.create_future()
+    aead = ChaCha20Poly1305(bytes(32))
+
+    class Receiver(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+            _, _, pn = FLOOR_HEADER.unpack_from(data)
+            plain = aead.decrypt(pn.to_bytes(12, "big"), data[FLOOR_HEADER.size :], data[:17])
+            now = time.monotonic_ns()
+            seq, sent = STAMP.unpack_from(plain)
+            if seq == END:
+                if not done.done():
+                    done.set_result(None)
+                return
+            samples.append(now - sent)
+
+    udp, _ = await loop.create_datagram_endpoint(Receiver, local_addr=("127.0.0.1", 0))
+    ready(udp.get_extra_info("sockname")[1])
+    try:
+        await asyncio.wait_for(done, WORKER_TIMEOUT_S)
+    finally:
+        udp.close()
+    return {"latency_ns": samples, "expected": count}
+
+
+async def _aead_latency_sender(port: int, count: int) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    udp, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, remote_addr=("127.0.0.1", port)
+    )
+    aead = ChaCha20Poly1305(bytes(32))
+    pad = bytes(MESSAGE_BYTES - STAMP.size)
+    cid = bytes(8)
+    start = time.monotonic()
+    for seq in [*range(count), END, END, END, END, END]:
+        if seq != END:
+            await _sleep_until(start + seq * 0.001)
+        else:
+            await asyncio.sleep(0.01)
+        plain = STAMP.pack(seq, time.monotonic_ns()) + pad
+        pn = seq & 0xFFFF_FFFF
+        header = FLOOR_HEADER.pack(0x40, cid, pn)
+        udp.sendto(header + aead.encrypt(pn.to_bytes(12, "big"), plain, header))
+    udp.close()
+    return {"sent": count}
 
 
 async def _fw_latency_sender(port: int, count: int) -> dict[str, Any]:
@@ -207,21 +277,27 @@ def _raw_goodput_sender(port: int, total: int) -> dict[str, Any]:
     sent = 0
     first = True
     send = sock.send
-    while sent < total:
-        if first:
-            STAMP.pack_into(payload, 0, 0, time.monotonic_ns())
-            first = False
-            send(payload)
-            STAMP.pack_into(payload, 0, 1, 0)
-        else:
-            send(payload)
-        sent += RAW_DATAGRAM_BYTES
+    try:
+        while sent < total:
+            if first:
+                STAMP.pack_into(payload, 0, 0, time.monotonic_ns())
+                first = False
+                send(payload)
+                STAMP.pack_into(payload, 0, 1, 0)
+            else:
+                send(payload)
+            sent += RAW_DATAGRAM_BYTES
+    except ConnectionRefusedError:
+        return {"sent": sent}  # the receiver has everything it wanted and has gone
     # The receiver stops at the end marker or once it has everything; some datagrams are
     # dropped under a blast like this, so the marker is what usually ends it.
     end = STAMP.pack(END, 0) + bytes(RAW_DATAGRAM_BYTES - STAMP.size)
-    for _ in range(20):
-        time.sleep(0.005)
-        send(end)
+    try:
+        for _ in range(20):
+            time.sleep(0.005)
+            send(end)
+    except ConnectionRefusedError:
+        pass
     sock.close()
     return {"sent": sent}
 
@@ -282,6 +358,10 @@ _WORKERS: dict[tuple[str, str, str], Callable[..., Any]] = {
     ("latency", "raw", "send"): _raw_latency_sender,
     ("latency", "framewire", "receive"): _fw_latency_receiver,
     ("latency", "framewire", "send"): _fw_latency_sender,
+    ("latency", "framewire-iter", "receive"): _fw_iter_latency_receiver,
+    ("latency", "framewire-iter", "send"): _fw_latency_sender,
+    ("latency", "aead", "receive"): _aead_latency_receiver,
+    ("latency", "aead", "send"): _aead_latency_sender,
     ("goodput", "raw", "receive"): _raw_goodput_receiver,
     ("goodput", "raw", "send"): _raw_goodput_sender,
     ("goodput", "framewire", "receive"): _fw_goodput_receiver,
@@ -292,7 +372,7 @@ _WORKERS: dict[tuple[str, str, str], Callable[..., Any]] = {
 def worker_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.loopback worker")
     parser.add_argument("test", choices=["latency", "goodput"])
-    parser.add_argument("variant", choices=["raw", "framewire"])
+    parser.add_argument("variant", choices=["raw", "aead", "framewire", "framewire-iter"])
     parser.add_argument("role", choices=["receive", "send"])
     parser.add_argument("--amount", type=int, required=True)
     parser.add_argument("--port", type=int, default=0)
@@ -365,10 +445,11 @@ def run_pair(test: str, variant: str, amount: int, loop: str) -> tuple[Any, Any]
 def measure(plan: BenchPlan, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the plan; return the report (field names as in the README)."""
     say = progress or (lambda _line: None)
-    latency: dict[str, list[int]] = {"raw": [], "framewire": []}
-    rep_p50: dict[str, list[float]] = {"raw": [], "framewire": []}
+    variants = ("raw", "aead", "framewire", "framewire-iter")
+    latency: dict[str, list[int]] = {v: [] for v in variants}
+    rep_p50: dict[str, list[float]] = {v: [] for v in variants}
     for rep in range(plan.latency_reps):
-        for variant in ("raw", "framewire"):
+        for variant in variants:
             _, got = run_pair("latency", variant, plan.latency_messages, plan.loop)
             samples = got["latency_ns"]
             if len(samples) < 0.9 * plan.latency_messages:
@@ -376,7 +457,7 @@ def measure(plan: BenchPlan, progress: Callable[[str], None] | None = None) -> d
             latency[variant].extend(samples)
             rep_p50[variant].append(_quantile(samples, 0.5) / 1000)
             say(
-                f"latency rep {rep + 1}/{plan.latency_reps} {variant:9s} "
+                f"latency rep {rep + 1}/{plan.latency_reps} {variant:14s} "
                 f"p50 {rep_p50[variant][-1]:.1f} us  ({len(samples)} msgs)"
             )
     goodput: dict[str, list[float]] = {"raw": [], "framewire": []}
@@ -391,23 +472,28 @@ def measure(plan: BenchPlan, progress: Callable[[str], None] | None = None) -> d
                 f"goodput rep {rep + 1}/{plan.goodput_reps} {variant:9s} "
                 f"{goodput[variant][-1]:.0f} Mbit/s ({got['bytes'] / 1e6:.0f} MB)"
             )
-    fw_p50 = _quantile(latency["framewire"], 0.5) / 1000
-    raw_p50 = _quantile(latency["raw"], 0.5) / 1000
+
+    def summary_us(variant: str) -> dict[str, float]:
+        return {
+            "p50": round(_quantile(latency[variant], 0.5) / 1000, 1),
+            "p99": round(_quantile(latency[variant], 0.99) / 1000, 1),
+        }
+
+    fw = summary_us("framewire")
+    raw = summary_us("raw")
+    floor = summary_us("aead")
     fw_goodput = statistics.median(goodput["framewire"])
     raw_goodput = statistics.median(goodput["raw"])
     return {
         "loop": plan.loop,
         "message_bytes": MESSAGE_BYTES,
         "latency_max_datagram_bytes": PATH_MTU_BYTES,
-        "message_latency_us": {
-            "p50": round(fw_p50, 1),
-            "p99": round(_quantile(latency["framewire"], 0.99) / 1000, 1),
-        },
-        "raw_latency_us": {
-            "p50": round(raw_p50, 1),
-            "p99": round(_quantile(latency["raw"], 0.99) / 1000, 1),
-        },
-        "latency_ratio_p50": round(fw_p50 / raw_p50, 3),
+        "message_latency_us": fw,
+        "raw_latency_us": raw,
+        "latency_ratio_p50": round(fw["p50"] / raw["p50"], 3),
+        "iterator_latency_us": summary_us("framewire-iter"),
+        "aead_floor_latency_us": floor,
+        "aead_floor_ratio_p50": round(floor["p50"] / raw["p50"], 3),
         "latency_rep_p50_us": {k: [round(v, 1) for v in vs] for k, vs in rep_p50.items()},
         "goodput_mbps": round(fw_goodput, 1),
         "raw_goodput_mbps": round(raw_goodput, 1),

@@ -38,14 +38,21 @@ class AckTracker:
         self.has_unacked = False
 
     def on_packet(self, pn: int, ack_eliciting: bool, now: float) -> None:
-        highest = self._received.highest
-        if highest is not None and pn != highest + 1:
-            self._immediate = True  # reordered, or a gap before it
-        self._received.add(pn, pn)
-        if highest is None or pn > highest:
+        received = self._received
+        highest = received.highest
+        if highest is not None and pn == highest + 1:
+            received.add_new(pn, pn)  # in order: extends the last range in place
             self._largest_at = now
-        self.has_unacked = True
+        else:
+            if ack_eliciting and highest is not None:
+                self._immediate = True  # reordered, or a gap before it
+            received.add(pn, pn)
+            if highest is None or pn > highest:
+                self._largest_at = now
         if ack_eliciting:
+            # Only ack-eliciting packets owe an ACK (RFC 9000 §13.2.1); ACK-only packets are
+            # still listed in the next ACK, but never cause one.
+            self.has_unacked = True
             self._eliciting += 1
             if self._eliciting >= self._ack_every:
                 self._immediate = True

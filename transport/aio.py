@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from transport.config import SessionConfig
 from transport.errors import HandshakeTimeoutError, SessionClosedError
@@ -34,10 +34,12 @@ class AsyncSession:
         self._engine = engine
         self._endpoint = endpoint
         self._inbox: deque[Message] = deque()
+        self._handler: Callable[[Message], None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._closed: Closed | None = None
         self._closed_event = asyncio.Event()
         self._drained = asyncio.Event()
+        self._drain_below = -1  # >= 0 while drain() waits
         self._connected_event = asyncio.Event()
         self.late = 0
 
@@ -56,25 +58,46 @@ class AsyncSession:
         return self._closed
 
     def send(self, data: bytes, *, channel: int = 0, deadline_s: float | None = None) -> int:
-        """Queue ``data`` on ``channel``; return its message id. Raises UsageError or
-        SessionClosedError."""
+        """Queue ``data`` on ``channel`` and send what the window allows, now; return the
+        message id. Raises UsageError or SessionClosedError. Never blocks."""
         if self._closed is not None:
             raise SessionClosedError(self._closed.reason)
-        mid = self._engine.send(data, channel=channel, deadline_s=deadline_s, now=time.monotonic())
-        self._endpoint.schedule_flush()
+        now = time.monotonic()
+        mid = self._engine.send(data, channel=channel, deadline_s=deadline_s, now=now)
+        # Sending here rather than from the ready queue saves a loop pass per message; a
+        # burst of small sends then takes a packet each, which is what a realtime app wants.
+        self._endpoint.send_now(now)
         return mid
+
+    def set_handler(self, handler: Callable[[Message], None] | None) -> None:
+        """Deliver messages by calling ``handler`` from the network callback, instead of
+        through ``receive``/``async for`` (pass None to go back).
+
+        The lowest-latency path: no task switch between arrival and your code. The handler
+        runs inside the event loop's I/O callback, so it must not block; an exception it
+        raises is logged by the loop and the session carries on.
+        """
+        self._handler = handler
+        if handler is not None:
+            while self._inbox:
+                handler(self._inbox.popleft())
 
     async def drain(self, below_bytes: int = 0) -> None:
         """Wait until no more than ``below_bytes`` wait to be sent or acknowledged."""
-        while self._engine.stats().send_queue_bytes > below_bytes:
+        while self._engine.send_queue_bytes > below_bytes:
             if self._closed is not None:
                 raise SessionClosedError(self._closed.reason)
             self._drained.clear()
-            await self._drained.wait()
+            self._drain_below = below_bytes
+            try:
+                await self._drained.wait()
+            finally:
+                self._drain_below = -1
 
     async def receive(self) -> Message:
         """The next message; raises SessionClosedError once the session has closed."""
-        while not self._inbox:
+        inbox = self._inbox
+        while not inbox:
             if self._closed is not None:
                 raise SessionClosedError(self._closed.reason)
             self._waiter = asyncio.get_running_loop().create_future()
@@ -82,17 +105,16 @@ class AsyncSession:
                 await self._waiter
             finally:
                 self._waiter = None
-        return self._inbox.popleft()
+        return inbox.popleft()
 
-    def __aiter__(self) -> AsyncIterator[Message]:
-        return self._iterate()
+    def __aiter__(self) -> AsyncSession:
+        return self
 
-    async def _iterate(self) -> AsyncIterator[Message]:
-        while True:
-            try:
-                yield await self.receive()
-            except SessionClosedError:
-                return
+    async def __anext__(self) -> Message:
+        try:
+            return await self.receive()
+        except SessionClosedError:
+            raise StopAsyncIteration from None
 
     def stats(self) -> SessionStats:
         return self._engine.stats()
@@ -117,9 +139,19 @@ class AsyncSession:
         engine = self._engine
         while (event := engine.next_event()) is not None:
             if type(event) is Message:
+                handler = self._handler
+                if handler is not None:
+                    try:
+                        handler(event)
+                    except Exception as exc:  # the app's bug must not stop the session
+                        self._endpoint.loop.call_exception_handler(
+                            {"message": "message handler failed", "exception": exc}
+                        )
+                    continue
                 self._inbox.append(event)
-                if self._waiter is not None and not self._waiter.done():
-                    self._waiter.set_result(None)
+                waiter = self._waiter
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
             elif type(event) is MessageLate:
                 self.late += 1
             elif type(event) is Connected:
@@ -131,7 +163,7 @@ class AsyncSession:
                 self._drained.set()
                 if self._waiter is not None and not self._waiter.done():
                     self._waiter.set_result(None)
-        if not self._drained.is_set() and engine.stats().send_queue_bytes == 0:
+        if self._drain_below >= 0 and engine.send_queue_bytes <= self._drain_below:
             self._drained.set()
 
 
@@ -152,14 +184,22 @@ class _Endpoint:
 
     def _on_readable(self) -> None:
         engine = self.engine
-        datagrams = self.io.read(READS_PER_WAKEUP)
         now = time.monotonic()
-        for data, addr in datagrams:
+        for data, addr in self.io.read(READS_PER_WAKEUP):
             engine.receive_datagram(data, addr, now)
         # Wake the readers first; what we owe the peer (ACKs) goes out right after them, from
         # the ready queue, so an ACK's encryption never sits between arrival and delivery.
         self._dispatch_events()
         self.schedule_flush()
+
+    def send_now(self, now: float) -> None:
+        """Send what the engine has due at once (called by ``send``), then make sure the
+        timer is no later than the engine's next deadline. Nothing else: work done after a
+        send competes for the CPU with the peer that is waking up to receive it."""
+        out = self.engine.datagrams_to_send(now)
+        if (out or self.io.blocked) and not self.io.write(out):
+            self.loop.add_writer(self.io.sock.fileno(), self._on_writable)
+        self._arm_timer(now)
 
     def schedule_flush(self) -> None:
         if not self._flush_scheduled:
@@ -194,7 +234,10 @@ class _Endpoint:
         if (out or self.io.blocked) and not self.io.write(out):
             self.loop.add_writer(self.io.sock.fileno(), self._on_writable)
         self._dispatch_events()
-        timer = engine.next_timer()
+        self._arm_timer(now)
+
+    def _arm_timer(self, now: float) -> None:
+        timer = self.engine.next_timer()
         if timer is None:
             if self._timer is not None:
                 self._timer.cancel()

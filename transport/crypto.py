@@ -123,29 +123,26 @@ class ReplayWindow:
     """Rejects packet numbers already seen or too old to tell (RFC 4303 §3.4.3 style).
 
     Check before decrypting (cheap), mark only after the packet authenticated, so forged
-    packets cannot move the window.
+    packets cannot move the window. Each of ``size`` slots remembers the last number that
+    landed on it (``pn % size``): O(1) per packet, with no big-integer shifting.
     """
 
-    __slots__ = ("_bits", "_highest", "_size")
+    __slots__ = ("_highest", "_size", "_slots")
 
     def __init__(self, size: int) -> None:
         self._size = size
         self._highest = -1
-        self._bits = 0  # bit i set: packet (highest - i) was seen
+        self._slots = [-1] * size
 
     def is_fresh(self, pn: int) -> bool:
         if pn > self._highest:
             return True
-        offset = self._highest - pn
-        return offset < self._size and not (self._bits >> offset) & 1
+        return self._highest - pn < self._size and self._slots[pn % self._size] != pn
 
     def mark(self, pn: int) -> None:
+        self._slots[pn % self._size] = pn
         if pn > self._highest:
-            shift = pn - self._highest
-            self._bits = ((self._bits << shift) | 1) & ((1 << self._size) - 1)
             self._highest = pn
-        else:
-            self._bits |= 1 << (self._highest - pn)
 
 
 class RetryTokens:

@@ -55,11 +55,11 @@ class Listener:
         try:
             ptype = pk.packet_type(data)
             if ptype == pk.DATA:
-                session = self._by_cid.get(pk.destination_cid(data))
+                session = self._by_cid.get(data[1 : 1 + pk.CID_BYTES])
                 if session is None:
                     raise DecodeError("DATA for an unknown connection")
                 session.receive_datagram(data, addr, now)
-                if session.is_established and session.local_cid not in self._announced:
+                if session.local_cid not in self._announced and session.is_established:
                     self._announced.add(session.local_cid)
                     self._events.append(SessionAccepted(session=session))
                 return session

@@ -46,6 +46,19 @@ class RangeSet:
         ranges[i:j] = [(new_lo, new_hi)]
         self._trim()
 
+    def add_new(self, lo: int, hi: int) -> bool:
+        """Add ``[lo, hi]``; return False (and change nothing) if it was all present."""
+        ranges = self._ranges
+        if ranges:
+            last_lo, last_hi = ranges[-1]
+            if lo == last_hi + 1:  # in order, right after the last range: the bulk case
+                ranges[-1] = (last_lo, hi)
+                return True
+        if self.covers(lo, hi):
+            return False
+        self.add(lo, hi)
+        return True
+
     def _trim(self) -> None:
         if self._max is not None and len(self._ranges) > self._max:
             del self._ranges[: len(self._ranges) - self._max]

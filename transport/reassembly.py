@@ -18,7 +18,7 @@ _LATEST = int(ChannelKind.LATEST)
 class _Partial:
     """A message with some of its bytes received."""
 
-    __slots__ = ("alive", "buf", "channel", "covered", "expires", "message_id", "total")
+    __slots__ = ("alive", "buf", "channel", "covered", "expires", "message_id", "received", "total")
 
     def __init__(self, channel: int, message_id: int, total: int, expires: float | None) -> None:
         self.channel = channel
@@ -26,6 +26,7 @@ class _Partial:
         self.total = total
         self.buf = bytearray(total)
         self.covered = RangeSet()
+        self.received = 0  # new bytes so far; the message may be whole once it reaches total
         self.expires = expires
         self.alive = True
 
@@ -93,13 +94,16 @@ class Reassembler:
         elif partial.total != frame.total_len:
             self._counters.decode_failures += 1
             return
+        data = frame.data
         lo = frame.offset
-        hi = lo + len(frame.data) - 1
-        if partial.covered.covers(lo, hi):
-            return
-        partial.buf[lo : hi + 1] = frame.data
-        partial.covered.add(lo, hi)
-        if partial.covered.covers(0, partial.total - 1):
+        hi = lo + len(data) - 1
+        covered = partial.covered
+        if not covered.add_new(lo, hi):
+            return  # a duplicate (a repair of a piece that had arrived after all)
+        partial.buf[lo : hi + 1] = data
+        partial.received += len(data)
+        # The count alone could be fooled by overlapping pieces, so confirm with the ranges.
+        if partial.received >= partial.total and covered.covers(0, partial.total - 1):
             self._drop_partial(channel, partial)
             self._complete(channel, frame.channel, mid, bytes(partial.buf))
 

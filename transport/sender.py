@@ -99,6 +99,7 @@ class Sender:
         self._counters = counters
         self._rtt = rtt
         self._cc = congestion
+        self._max_datagram = config.max_datagram_bytes
         self._max_payload = config.max_datagram_bytes - DATA_OVERHEAD_BYTES
         self._next_id = [0] * len(config.channels)
         self._queues: dict[int, deque[_Fragment]] = {}
@@ -158,6 +159,65 @@ class Sender:
         self._counters.messages_sent += 1
         return mid
 
+    def can_send_direct(self) -> bool:
+        """True when a new message may skip the queues: nothing waits and the window is open."""
+        return not (
+            self._active
+            or self._repairs
+            or self._controls
+            or self._ping
+            or self.bytes_in_flight + self._max_datagram > self._cc.window_bytes
+        )
+
+    def send_direct(
+        self,
+        channel: int,
+        data: bytes,
+        deadline: float | None,
+        now: float,
+        pn: int,
+        ack: bytes | None,
+    ) -> tuple[int, bytes] | None:
+        """Put a message that fits one packet straight into packet ``pn``; return its id and
+        the payload, or None (then queue it). Call only when :meth:`can_send_direct`.
+
+        The fast path of a realtime sender: one message per tick, nothing queued. It is the
+        same packet the queues would build, without the objects an unreliable message does
+        not need.
+        """
+        config = self._config
+        if not 0 <= channel < len(config.channels):
+            return None
+        size = len(data)
+        kind = config.channels[channel]
+        mid = self._next_id[channel]
+        lifetime_us = None
+        if deadline is not None:
+            lifetime_us = min(int((deadline - now) * 1e6), MAX_LIFETIME_US)
+        header = fragment_header(kind, channel, mid, size, 0, lifetime_us, size)
+        used = len(header) + size + (len(ack) if ack is not None else 0)
+        if used > self._max_payload:
+            return None
+        items: list[_Fragment | _Control] = []
+        if kind == _RELIABLE:
+            if self.queued_bytes + size > config.max_send_queue_bytes:
+                return None
+            message = _OutMessage(channel, kind, mid, data, deadline)
+            message.unacked = 1
+            fragment = _Fragment(message, 0, size)
+            fragment.sent_once = True
+            items.append(fragment)
+            self.queued_bytes += size
+        self._next_id[channel] = mid + 1
+        self._counters.messages_sent += 1
+        payload = header + data if ack is None else b"".join((ack, header, data))
+        packet_size = used + DATA_OVERHEAD_BYTES
+        self._sent[pn] = _SentPacket(now, packet_size, items)
+        self.bytes_in_flight += packet_size
+        if self._rto_base is None:
+            self._rto_base = now  # RFC 6298 §5.1
+        return mid, payload
+
     def queue_ping(self) -> None:
         self._ping = True
 
@@ -186,20 +246,23 @@ class Sender:
             parts.append(PING_BYTES)
             space -= 1
             eliciting = True
-        if self.bytes_in_flight + self._config.max_datagram_bytes <= self._cc.window_bytes:
-            space = self._fill_controls(parts, items, space)
-            space = self._fill_fragments(self._repairs, parts, items, space, now, True)
-            while self._active and space > 16:
-                channel = self._active[0]
+        if self.bytes_in_flight + self._max_datagram <= self._cc.window_bytes:
+            if self._controls:
+                space = self._fill_controls(parts, items, space)
+            if self._repairs:
+                space = self._fill_fragments(self._repairs, parts, items, space, now, True)
+            active = self._active
+            while active and space > 16:
+                channel = active[0]
                 queue = self._queues[channel]
                 before = space
                 space = self._fill_fragments(queue, parts, items, space, now, False)
                 if queue:
                     if space == before:
                         break  # the head fragment does not fit in what is left
-                    self._active.rotate(-1)
+                    active.rotate(-1)
                 else:
-                    self._active.popleft()
+                    active.popleft()
         if items:
             eliciting = True
         elif not eliciting and not (ack is not None and ack_due):
@@ -254,11 +317,12 @@ class Sender:
                     self._expire(message)
                     continue
                 lifetime_us = min(int((deadline - now) * 1e6), MAX_LIFETIME_US)
+            data = message.data
             header = fragment_header(
                 message.kind,
                 message.channel,
                 message.message_id,
-                len(message.data),
+                len(data),
                 fragment.offset,
                 lifetime_us,
                 fragment.length,
@@ -268,11 +332,11 @@ class Sender:
                 return space
             queue.popleft()
             parts.append(header)
-            offset = fragment.offset
-            if fragment.length == len(message.data):
-                parts.append(message.data)
+            if fragment.length == len(data):
+                parts.append(data)
             else:
-                parts.append(memoryview(message.data)[offset : offset + fragment.length])
+                offset = fragment.offset
+                parts.append(memoryview(data)[offset : offset + fragment.length])
             items.append(fragment)
             space -= need
             if fragment.sent_once:
@@ -282,7 +346,7 @@ class Sender:
                 message.unsent -= 1
                 if message.unsent == 0 and message.kind != _RELIABLE:
                     message.state = _DONE
-                    self._release(message)
+                    self.queued_bytes -= len(data)
             if not repairs:
                 return space
         return space

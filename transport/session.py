@@ -34,11 +34,13 @@ from transport.rtt import RttEstimator
 from transport.sender import Sender
 from transport.stats import Counters, SessionStats
 from transport.wire import (
+    FRAGMENT,
     AbandonFrame,
     AckFrame,
     CloseFrame,
     FragmentFrame,
     encode_close,
+    parse_fragment,
     parse_frames,
 )
 
@@ -88,6 +90,12 @@ _ACCEPTS: dict[int, frozenset[State]] = {
     pk.INITIAL: frozenset({State.ACCEPTED, State.ESTABLISHED}),
     pk.DATA: frozenset({State.ACCEPTED, State.ESTABLISHED, State.CLOSING, State.DRAINING}),
 }
+
+
+_ESTABLISHED = State.ESTABLISHED
+_DATA_HEADER = pk.DATA_HEADER_BYTES
+_DATA_OVERHEAD = pk.DATA_OVERHEAD_BYTES
+_DATA_HEADER_UNPACK = pk.DATA_HEADER.unpack_from
 
 
 class Session:
@@ -233,6 +241,11 @@ class Session:
     def is_terminated(self) -> bool:
         return self.state is State.TERMINATED
 
+    @property
+    def send_queue_bytes(self) -> int:
+        """Bytes of messages not yet sent, or (reliable) not yet acknowledged."""
+        return self._sender.queued_bytes if self._sender is not None else 0
+
     def send(
         self, data: bytes, *, channel: int = 0, deadline_s: float | None = None, now: float
     ) -> int:
@@ -248,7 +261,23 @@ class Session:
         if deadline_s is not None and deadline_s <= 0:
             raise UsageError("deadline_s must be positive")
         deadline = None if deadline_s is None else now + deadline_s
-        return self._sender.queue_message(channel, bytes(data), deadline)
+        if type(data) is not bytes:
+            data = bytes(data)
+        sender = self._sender
+        if sender.can_send_direct() and self._close_request is None:
+            acks = self._acks
+            pn = self._next_pn
+            ack = acks.frame(now) if acks.has_unacked else None
+            direct = sender.send_direct(channel, data, deadline, now, pn, ack)
+            if direct is not None:
+                mid, payload = direct
+                self._emit(pn, payload)
+                return mid
+            if ack is not None:  # it did not fit beside the message: send it on its own
+                ack_packet = sender.build(now, pn, ack, True)
+                if ack_packet is not None:
+                    self._emit(pn, ack_packet)
+        return sender.queue_message(channel, data, deadline)
 
     def close(self, now: float, reason: str = "closed", code: int = CloseCode.NORMAL) -> None:
         """Close gracefully: wait (bounded) for reliable data to be acknowledged, then send
@@ -300,6 +329,9 @@ class Session:
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Feed one datagram. Bad bytes are counted and dropped; nothing from the peer raises."""
         try:
+            if data and data[0] == pk.DATA and self._open is not None:
+                self._on_data(data, addr, now)  # the hot path: checks as in the table below
+                return
             ptype = pk.packet_type(data)
             if self.state not in _ACCEPTS[ptype]:
                 raise DecodeError(f"packet type 0x{ptype:02x} not expected now")
@@ -350,18 +382,18 @@ class Session:
             self._out.append((self._accept_bytes, addr))
 
     def _on_data(self, data: bytes, addr: Address, now: float) -> None:
-        if len(data) < pk.DATA_OVERHEAD_BYTES:
+        if len(data) < _DATA_OVERHEAD:
             raise DecodeError("truncated DATA packet")
-        _, dcid, pn = pk.DATA_HEADER.unpack_from(data)
+        _, dcid, pn = _DATA_HEADER_UNPACK(data)
         if dcid != self.local_cid:
             raise DecodeError("DATA for another connection")
-        if not self._replay.is_fresh(pn):
+        replay = self._replay
+        if not replay.is_fresh(pn):
             self._counters.replays_rejected += 1
             return
         assert self._open is not None
-        header_len = pk.DATA_HEADER_BYTES
-        payload = self._open.open(pn, data[:header_len], data[header_len:])
-        self._replay.mark(pn)
+        payload = self._open.open(pn, data[:_DATA_HEADER], data[_DATA_HEADER:])
+        replay.mark(pn)
         counters = self._counters
         counters.packets_received += 1
         counters.bytes_received += len(data)
@@ -369,30 +401,37 @@ class Session:
         if addr != self.peer_addr:
             self.peer_addr = addr  # authenticated: the peer's address changed (NAT rebinding)
         state = self.state
-        if state is State.CLOSING:
-            self._answer_with_close(now)
-            return
-        if state is State.DRAINING:
-            return
-        if state is State.ACCEPTED:
-            self._transition("data")
-            self._events.append(Connected(peer_addr=addr))
+        if state is not _ESTABLISHED:
+            if state is State.CLOSING:
+                self._answer_with_close(now)
+                return
+            if state is State.DRAINING:
+                return
+            if state is State.ACCEPTED:
+                self._transition("data")
+                self._events.append(Connected(peer_addr=addr))
         try:
+            if payload and payload[0] == FRAGMENT:
+                # Bulk data: a packet that is one fragment and nothing else skips the list.
+                fragment, end = parse_fragment(payload, 1)
+                if end == len(payload):
+                    self._reassembler.on_fragment(fragment, now)  # type: ignore[arg-type]
+                    self._acks.on_packet(pn, True, now)
+                    return
             frames = parse_frames(payload)
         except DecodeError as exc:
             # Authenticated but malformed: the peer is broken, not an attacker. End it.
             self._close_now(now, f"protocol violation: {exc}", CloseCode.PROTOCOL_VIOLATION)
             return
         eliciting = False
-        sender = self._sender
-        assert sender is not None
         for frame in frames:
             ftype = type(frame)
             if ftype is FragmentFrame:
                 eliciting = True
                 self._reassembler.on_fragment(frame, now)  # type: ignore[arg-type]
             elif ftype is AckFrame:
-                sender.on_ack(frame, now)  # type: ignore[arg-type]
+                assert self._sender is not None
+                self._sender.on_ack(frame, now)  # type: ignore[arg-type]
             elif ftype is CloseFrame:
                 self._on_peer_close(frame, now)  # type: ignore[arg-type]
                 return
@@ -433,10 +472,8 @@ class Session:
         counters = self._counters
         out = self._out
         peer = self.peer_addr
-        while True:
-            ack = None
-            if acks.has_unacked and (sender.has_data or acks.due(now)):
-                ack = acks.frame(now)
+        while sender.has_data or (acks.has_unacked and acks.due(now)):
+            ack = acks.frame(now) if acks.has_unacked else None
             pn = self._next_pn
             payload = sender.build(now, pn, ack, ack is not None)
             if payload is None:
@@ -445,6 +482,14 @@ class Session:
             out.append((datagram, peer))
             counters.packets_sent += 1
             counters.bytes_sent += len(datagram)
+
+    def _emit(self, pn: int, payload: bytes) -> None:
+        """Seal packet ``pn`` and queue it for :meth:`datagrams_to_send`."""
+        datagram = self._protect(pn, payload)
+        self._out.append((datagram, self.peer_addr))
+        counters = self._counters
+        counters.packets_sent += 1
+        counters.bytes_sent += len(datagram)
 
     def _protect(self, pn: int, payload: bytes) -> bytes:
         assert self._seal is not None

@@ -104,6 +104,10 @@ class DatagramIO:
                     out.append((data[start : start + segment], addr))
             else:
                 out.append((data, addr))
+                # A lone datagram: most likely nothing else waits, and asking again would
+                # cost a failing system call and an exception. If more is queued, the
+                # socket stays readable and the loop calls us again at once.
+                break
         return out
 
     def write(self, datagrams: list[tuple[bytes, Address]]) -> bool:
@@ -111,6 +115,15 @@ class DatagramIO:
         if self.blocked:
             self.blocked.extend(datagrams)
             datagrams, self.blocked = self.blocked, []
+        elif len(datagrams) == 1:  # the realtime case: one message, one datagram
+            try:
+                self._sendto(*datagrams[0])
+            except (BlockingIOError, InterruptedError):
+                self.blocked = datagrams
+                return False
+            except OSError as exc:
+                log.debug("send failed: %s", exc)
+            return True
         i = 0
         n = len(datagrams)
         try:

@@ -96,9 +96,13 @@ class CloseFrame:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FragmentFrame:
-    """A piece of one message: bytes ``[offset, offset + len(data))`` of ``total_len``."""
+    """A piece of one message: bytes ``[offset, offset + len(data))`` of ``total_len``.
+
+    Not frozen on purpose: one is built per received packet, and a frozen dataclass's
+    ``__init__`` costs three times as much. Treat it as read-only.
+    """
 
     kind: int
     channel: int
@@ -149,6 +153,9 @@ def encode_abandon(channel: int, message_id: int) -> bytes:
     return b"".join((bytes((ABANDON, channel)), encode_varint(message_id)))
 
 
+_SMALL_VARINTS = tuple(encode_varint(i) for i in range(4096))
+
+
 def fragment_header(
     kind: int,
     channel: int,
@@ -159,14 +166,23 @@ def fragment_header(
     data_len: int,
 ) -> bytes:
     """Everything of a FRAGMENT frame before its data."""
-    flags = kind
-    parts = [b"", encode_varint(message_id), encode_varint(total_len), encode_varint(offset)]
-    if lifetime_us is not None:
-        flags |= HAS_DEADLINE
-        parts.append(encode_varint(lifetime_us))
-    parts.append(encode_varint(data_len))
-    parts[0] = bytes((FRAGMENT, flags, channel))
-    return b"".join(parts)
+    small = _SMALL_VARINTS
+    mid = small[message_id] if message_id < 4096 else encode_varint(message_id)
+    total = small[total_len] if total_len < 4096 else encode_varint(total_len)
+    off = small[offset] if offset < 4096 else encode_varint(offset)
+    length = small[data_len] if data_len < 4096 else encode_varint(data_len)
+    if lifetime_us is None:
+        return b"".join((bytes((FRAGMENT, kind, channel)), mid, total, off, length))
+    return b"".join(
+        (
+            bytes((FRAGMENT, kind | HAS_DEADLINE, channel)),
+            mid,
+            total,
+            off,
+            encode_varint(lifetime_us),
+            length,
+        )
+    )
 
 
 def fragment_header_max_size(message_id: int, total_len: int) -> int:
@@ -181,10 +197,18 @@ def _parse_ping(buf: bytes, pos: int) -> tuple[Frame, int]:
 def _parse_ack(buf: bytes, pos: int) -> tuple[Frame, int]:
     largest, pos = read_varint(buf, pos)
     delay, pos = read_varint(buf, pos)
-    count, pos = read_varint(buf, pos)
+    try:
+        count = buf[pos]
+        first = buf[pos + 1]
+    except IndexError:
+        raise DecodeError("truncated ACK") from None
+    if count < 0x40 and first < 0x40:  # the usual case: few ranges, short first range
+        pos += 2
+    else:
+        count, pos = read_varint(buf, pos)
+        first, pos = read_varint(buf, pos)
     if count >= MAX_ACK_RANGES:
         raise DecodeError("too many ACK ranges")
-    first, pos = read_varint(buf, pos)
     lo = largest - first
     if lo < 0:
         raise DecodeError("ACK range below zero")
@@ -210,21 +234,57 @@ def _parse_close(buf: bytes, pos: int) -> tuple[Frame, int]:
 
 
 def _parse_fragment(buf: bytes, pos: int) -> tuple[Frame, int]:
-    if pos + 2 > len(buf):
-        raise DecodeError("truncated FRAGMENT")
-    flags = buf[pos]
-    channel = buf[pos + 1]
+    # The hot path of every received packet: varints of up to four bytes are read inline
+    # (a function call per field would cost more than the rest of the parse).
+    n = len(buf)
+    try:
+        flags = buf[pos]
+        channel = buf[pos + 1]
+        pos += 2
+        message_id = buf[pos]
+        if message_id < 0x40:
+            pos += 1
+        else:
+            message_id, pos = read_varint(buf, pos)
+        total_len = buf[pos]
+        if total_len < 0x40:
+            pos += 1
+        elif total_len < 0x80:
+            total_len = ((total_len & 0x3F) << 8) | buf[pos + 1]
+            pos += 2
+        elif total_len < 0xC0 and pos + 4 <= n:
+            total_len = int.from_bytes(buf[pos : pos + 4], "big") & 0x3FFF_FFFF
+            pos += 4
+        else:
+            total_len, pos = read_varint(buf, pos)
+        offset = buf[pos]
+        if offset < 0x40:
+            pos += 1
+        elif offset < 0x80:
+            offset = ((offset & 0x3F) << 8) | buf[pos + 1]
+            pos += 2
+        elif offset < 0xC0 and pos + 4 <= n:
+            offset = int.from_bytes(buf[pos : pos + 4], "big") & 0x3FFF_FFFF
+            pos += 4
+        else:
+            offset, pos = read_varint(buf, pos)
+        lifetime_us = None
+        if flags & HAS_DEADLINE:
+            lifetime_us, pos = read_varint(buf, pos)
+        length = buf[pos]
+        if length < 0x40:
+            pos += 1
+        elif length < 0x80:
+            length = ((length & 0x3F) << 8) | buf[pos + 1]
+            pos += 2
+        else:
+            length, pos = read_varint(buf, pos)
+    except IndexError:
+        raise DecodeError("truncated FRAGMENT") from None
     if flags & ~KNOWN_FLAGS or flags & KIND_MASK == KIND_MASK:
         raise DecodeError("unknown FRAGMENT flags")
-    message_id, pos = read_varint(buf, pos + 2)
-    total_len, pos = read_varint(buf, pos)
-    offset, pos = read_varint(buf, pos)
-    lifetime_us = None
-    if flags & HAS_DEADLINE:
-        lifetime_us, pos = read_varint(buf, pos)
-    length, pos = read_varint(buf, pos)
     end = pos + length
-    if end > len(buf):
+    if end > n:
         raise DecodeError("truncated FRAGMENT data")
     if offset + length > total_len or (length == 0 and total_len != 0):
         raise DecodeError("FRAGMENT outside its message")
@@ -242,6 +302,9 @@ def _parse_abandon(buf: bytes, pos: int) -> tuple[Frame, int]:
     return AbandonFrame(channel, message_id), pos
 
 
+parse_fragment = _parse_fragment
+"""Parse one FRAGMENT frame whose type byte precedes ``pos``; the session's fast path."""
+
 _PARSERS: dict[int, Callable[[bytes, int], tuple[Frame, int]]] = {
     PING: _parse_ping,
     ACK: _parse_ack,
@@ -258,12 +321,15 @@ def parse_frames(payload: bytes) -> list[Frame]:
     end = len(payload)
     while pos < end:
         ftype = payload[pos]
-        if ftype == PADDING:
+        if ftype == FRAGMENT:
+            frame, pos = _parse_fragment(payload, pos + 1)
+        elif ftype == PADDING:
             pos += 1
             continue
-        parser = _PARSERS.get(ftype)
-        if parser is None:
-            raise DecodeError(f"unknown frame type 0x{ftype:02x}")
-        frame, pos = parser(payload, pos + 1)
+        else:
+            parser = _PARSERS.get(ftype)
+            if parser is None:
+                raise DecodeError(f"unknown frame type 0x{ftype:02x}")
+            frame, pos = parser(payload, pos + 1)
         frames.append(frame)
     return frames
