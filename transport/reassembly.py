@@ -14,6 +14,11 @@ from transport.wire import FragmentFrame
 _RELIABLE = int(ChannelKind.RELIABLE)
 _LATEST = int(ChannelKind.LATEST)
 
+# What on_fragment did with a fragment.
+ACCEPTED = 0
+REFUSED = 1
+VIOLATION = 2
+
 
 class _Partial:
     """A message with some of its bytes received."""
@@ -47,9 +52,10 @@ class Reassembler:
     """Turns fragments into :class:`Message` and :class:`MessageLate` events.
 
     Memory: partial and out-of-order messages together stay within ``max_reassembly_bytes``,
-    except that the next message a reliable channel waits for is always admitted (else an
-    out-of-order backlog could block it forever); so the bound is ``max_reassembly_bytes`` plus
-    one ``max_message_bytes`` per reliable channel. Unreliable partials are evicted oldest first.
+    except that the next message a reliable channel waits for may use one more
+    ``max_message_bytes`` of headroom (else an out-of-order backlog could lock it out); so the
+    bound is ``max_reassembly_bytes + max_message_bytes``. Unreliable partials are evicted
+    oldest first; reliable fragments that do not fit are refused and repaired later.
     """
 
     def __init__(self, config: SessionConfig, counters: Counters, events: deque[Event]) -> None:
@@ -64,68 +70,88 @@ class Reassembler:
 
     # -- input -------------------------------------------------------------------------------
 
-    def on_fragment(self, frame: FragmentFrame, now: float) -> None:
+    def on_fragment(self, frame: FragmentFrame, now: float) -> int:
+        """Take one fragment; return ACCEPTED, REFUSED or VIOLATION.
+
+        REFUSED means "no room now" for a reliable fragment: the session must not acknowledge
+        the packet, so the sender repairs it later (an acknowledged fragment that was thrown
+        away would stall the channel for good). VIOLATION means the peer broke the protocol.
+        """
         channel = self._channels.get(frame.channel)
         if channel is None:
             channel = self._channels[frame.channel] = _InChannel(frame.kind)
         elif channel.kind != frame.kind:
-            self._counters.decode_failures += 1  # a peer changing a channel's kind: drop
-            return
-        mid = frame.message_id
-        if channel.kind == _RELIABLE:
-            if mid < channel.next_id or mid in channel.ready or mid in channel.skipped:
-                return  # a repair of something already delivered or given up
-            if mid >= channel.next_id + self._config.max_ordered_window:
-                self._counters.messages_dropped += 1
-                return
-        elif channel.kind == _LATEST and mid <= channel.newest:
-            return  # superseded already
+            return VIOLATION  # a channel changed its kind mid-session
         if frame.total_len > self._config.max_message_bytes:
-            self._counters.messages_dropped += 1
-            return
-        if frame.offset == 0 and len(frame.data) == frame.total_len:
-            self._complete(channel, frame.channel, mid, frame.data)
-            return
+            return VIOLATION  # larger than we said we take
+        mid = frame.message_id
+        reliable = channel.kind == _RELIABLE
+        if reliable:
+            if mid < channel.next_id or mid in channel.ready or mid in channel.skipped:
+                return ACCEPTED  # a repair of something already delivered or given up
+            if mid >= channel.next_id + self._config.max_ordered_window:
+                return REFUSED  # too far ahead: repaired once the window has moved
+        elif channel.kind == _LATEST and mid <= channel.newest:
+            return ACCEPTED  # superseded already
+        data = frame.data
+        if frame.offset == 0 and len(data) == frame.total_len:
+            if reliable and mid != channel.next_id and not self._has_room(len(data), False):
+                return REFUSED
+            self._complete(channel, frame.channel, mid, data)
+            return ACCEPTED
         partial = channel.partials.get(mid)
         if partial is None:
             partial = self._start(channel, frame, now)
             if partial is None:
-                return
+                return REFUSED if reliable else ACCEPTED
         elif partial.total != frame.total_len:
-            self._counters.decode_failures += 1
-            return
-        data = frame.data
+            return VIOLATION
         lo = frame.offset
         hi = lo + len(data) - 1
         covered = partial.covered
         if not covered.add_new(lo, hi):
-            return  # a duplicate (a repair of a piece that had arrived after all)
+            return ACCEPTED  # a duplicate (a repair of a piece that had arrived after all)
         partial.buf[lo : hi + 1] = data
         partial.received += len(data)
         # The count alone could be fooled by overlapping pieces, so confirm with the ranges.
         if partial.received >= partial.total and covered.covers(0, partial.total - 1):
             self._drop_partial(channel, partial)
             self._complete(channel, frame.channel, mid, bytes(partial.buf))
+        return ACCEPTED
 
-    def on_abandon(self, channel_id: int, message_id: int) -> None:
-        """The sender gave up on ``message_id``: stop waiting for it."""
+    def _has_room(self, size: int, head: bool) -> bool:
+        """Whether ``size`` more bytes fit. The next message a reliable channel waits for
+        may use one extra ``max_message_bytes`` of headroom, so an out-of-order backlog can
+        never lock it out; everything else must fit ``max_reassembly_bytes``."""
+        limit = self._config.max_reassembly_bytes
+        if head:
+            limit += self._config.max_message_bytes
+        return self.held_bytes + size <= limit
+
+    def on_abandon(self, channel_id: int, message_id: int) -> int:
+        """The sender gave up on ``message_id``: stop waiting for it. Returns ACCEPTED, or
+        REFUSED when the id is beyond the ordering window (acknowledge it later)."""
         channel = self._channels.get(channel_id)
         if channel is None:
             channel = self._channels[channel_id] = _InChannel(_RELIABLE)
+        if channel.kind == _RELIABLE:
+            if message_id in channel.skipped:
+                return ACCEPTED  # a repeated ABANDON: reported already
+            if message_id >= channel.next_id + self._config.max_ordered_window:
+                return REFUSED
         partial = channel.partials.get(message_id)
         if partial is not None:
             self._drop_partial(channel, partial)
             self._late(channel_id, message_id)
         if channel.kind != _RELIABLE:
-            return
+            return ACCEPTED
         if message_id < channel.next_id or message_id in channel.ready:
-            return
-        if message_id >= channel.next_id + self._config.max_ordered_window:
-            return
+            return ACCEPTED
         if partial is None:
             self._late(channel_id, message_id)
         channel.skipped.add(message_id)
         self._advance(channel, channel_id)
+        return ACCEPTED
 
     # -- timers ------------------------------------------------------------------------------
 
@@ -150,13 +176,12 @@ class Reassembler:
     def _start(self, channel: _InChannel, frame: FragmentFrame, now: float) -> _Partial | None:
         total = frame.total_len
         head = channel.kind == _RELIABLE and frame.message_id == channel.next_id
-        limit = self._config.max_reassembly_bytes
-        if not head and self.held_bytes + total > limit:
-            self._evict(limit - total)
-            if self.held_bytes + total > limit:
+        if not self._has_room(total, head):
+            self._evict(self._config.max_reassembly_bytes - total)
+            if not self._has_room(total, head):
                 if channel.kind != _RELIABLE:
                     self._counters.messages_dropped += 1
-                return None  # reliable: the sender repairs it once there is room
+                return None  # reliable: not acknowledged, so the sender repairs it later
         expires: float | None = None
         if frame.lifetime_us is not None:
             expires = now + frame.lifetime_us / 1e6

@@ -94,8 +94,10 @@ class Sender:
         counters: Counters,
         rtt: RttEstimator,
         congestion: CongestionController,
+        peer_max_ack_delay_s: float = 0.025,
     ) -> None:
         self._config = config
+        self._peer_max_ack_delay_s = peer_max_ack_delay_s
         self._counters = counters
         self._rtt = rtt
         self._cc = congestion
@@ -186,9 +188,9 @@ class Sender:
         not need.
         """
         config = self._config
-        if not 0 <= channel < len(config.channels):
-            return None
         size = len(data)
+        if not 0 <= channel < len(config.channels) or size > config.max_message_bytes:
+            return None  # queue_message raises the UsageError
         kind = config.channels[channel]
         mid = self._next_id[channel]
         lifetime_us = None
@@ -388,7 +390,9 @@ class Sender:
                             self._release(message)
         last_pn, last_packet = acked[-1]
         if last_pn == largest:
-            self._rtt.update(now - last_packet.sent_at, ack.ack_delay_us / 1e6)
+            # RFC 9002 §5.3: the delay a peer claims is capped by what it announced.
+            ack_delay = min(ack.ack_delay_us / 1e6, self._peer_max_ack_delay_s)
+            self._rtt.update(now - last_packet.sent_at, ack_delay)
         if largest > self._largest_acked:
             self._largest_acked = largest
         self._backoff = 0

@@ -29,7 +29,7 @@ from transport.crypto import (
 )
 from transport.errors import DecodeError, UsageError
 from transport.events import Closed, Connected, Event
-from transport.reassembly import Reassembler
+from transport.reassembly import ACCEPTED, REFUSED, VIOLATION, Reassembler
 from transport.rtt import RttEstimator
 from transport.sender import Sender
 from transport.stats import Counters, SessionStats
@@ -226,7 +226,9 @@ class Session:
         congestion = NewReno(
             config.max_datagram_bytes, config.initial_window_packets, config.min_window_packets
         )
-        self._sender = Sender(config, self._counters, self._rtt, congestion)
+        self._sender = Sender(
+            config, self._counters, self._rtt, congestion, peer.max_ack_delay_us / 1e6
+        )
 
     def _transition(self, trigger: str) -> None:
         self.state = _TRANSITIONS[(self.state, trigger)]
@@ -329,8 +331,8 @@ class Session:
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Feed one datagram. Bad bytes are counted and dropped; nothing from the peer raises."""
         try:
-            if data and data[0] == pk.DATA and self._open is not None:
-                self._on_data(data, addr, now)  # the hot path: checks as in the table below
+            if data and data[0] == pk.DATA and self.state is _ESTABLISHED:
+                self._on_data(data, addr, now)  # the hot path: what the table below allows
                 return
             ptype = pk.packet_type(data)
             if self.state not in _ACCEPTS[ptype]:
@@ -415,32 +417,52 @@ class Session:
                 # Bulk data: a packet that is one fragment and nothing else skips the list.
                 fragment, end = parse_fragment(payload, 1)
                 if end == len(payload):
-                    self._reassembler.on_fragment(fragment, now)  # type: ignore[arg-type]
-                    self._acks.on_packet(pn, True, now)
+                    status = self._reassembler.on_fragment(fragment, now)  # type: ignore[arg-type]
+                    if status == ACCEPTED:
+                        self._acks.on_packet(pn, True, now)
+                    elif status == VIOLATION:
+                        self._violation(now, "fragment breaks the channel or size rules")
                     return
             frames = parse_frames(payload)
         except DecodeError as exc:
-            # Authenticated but malformed: the peer is broken, not an attacker. End it.
-            self._close_now(now, f"protocol violation: {exc}", CloseCode.PROTOCOL_VIOLATION)
+            self._violation(now, str(exc))
             return
         eliciting = False
+        refused = False
+        reassembler = self._reassembler
         for frame in frames:
             ftype = type(frame)
             if ftype is FragmentFrame:
                 eliciting = True
-                self._reassembler.on_fragment(frame, now)  # type: ignore[arg-type]
+                status = reassembler.on_fragment(frame, now)  # type: ignore[arg-type]
             elif ftype is AckFrame:
-                assert self._sender is not None
-                self._sender.on_ack(frame, now)  # type: ignore[arg-type]
+                if frame.largest >= self._next_pn:  # type: ignore[union-attr]
+                    status = VIOLATION  # acknowledges a packet never sent (RFC 9000 §13.1)
+                else:
+                    assert self._sender is not None
+                    self._sender.on_ack(frame, now)  # type: ignore[arg-type]
+                    continue
             elif ftype is CloseFrame:
                 self._on_peer_close(frame, now)  # type: ignore[arg-type]
                 return
             elif ftype is AbandonFrame:
                 eliciting = True
-                self._reassembler.on_abandon(frame.channel, frame.message_id)  # type: ignore[union-attr]
+                status = reassembler.on_abandon(frame.channel, frame.message_id)  # type: ignore[union-attr]
             else:  # PING
                 eliciting = True
-        self._acks.on_packet(pn, eliciting, now)
+                continue
+            if status == VIOLATION:
+                self._violation(now, "frame breaks the channel, size or ACK rules")
+                return
+            refused = refused or status == REFUSED
+        if not refused:
+            # A refused reliable piece must not be acknowledged: leaving the packet out of
+            # our ACKs makes the sender declare it lost and repair it.
+            self._acks.on_packet(pn, eliciting, now)
+
+    def _violation(self, now: float, what: str) -> None:
+        """Authenticated but malformed: the peer is broken, not an attacker. End it."""
+        self._close_now(now, f"protocol violation: {what}", CloseCode.PROTOCOL_VIOLATION)
 
     def _on_peer_close(self, frame: CloseFrame, now: float) -> None:
         self._transition("peer_close")
@@ -505,7 +527,8 @@ class Session:
 
     def _close_now(self, now: float, reason: str, code: int) -> None:
         self._close_request = None
-        self._close_frame = encode_close(code, reason)
+        room = self.config.max_datagram_bytes - pk.DATA_OVERHEAD_BYTES
+        self._close_frame = encode_close(code, reason, room)
         self._transition("close")
         self._linger_end = now + self.config.close_linger_s
         self._answer_with_close(now)

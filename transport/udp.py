@@ -76,8 +76,13 @@ class DatagramIO:
                 log.info("UDP_GRO unavailable: %s", exc)
         self.blocked: list[tuple[bytes, Address]] = []  # waiting for the socket to drain
 
-    def read(self, limit: int) -> list[tuple[bytes, Address]]:
-        """Up to ``limit`` reads' worth of datagrams; empty when nothing is waiting."""
+    def read(self, limit: int, *, until_empty: bool = False) -> list[tuple[bytes, Address]]:
+        """Up to ``limit`` reads' worth of datagrams; empty when nothing is waiting.
+
+        Without ``until_empty`` it stops after a lone (not coalesced) datagram: an event loop
+        calls again while the socket stays readable, and the failing read is saved. A poll
+        loop has nobody to call it again, so it passes ``until_empty=True``.
+        """
         out: list[tuple[bytes, Address]] = []
         sock = self.sock
         for _ in range(limit):
@@ -104,10 +109,10 @@ class DatagramIO:
                     out.append((data[start : start + segment], addr))
             else:
                 out.append((data, addr))
-                # A lone datagram: most likely nothing else waits, and asking again would
-                # cost a failing system call and an exception. If more is queued, the
-                # socket stays readable and the loop calls us again at once.
-                break
+                if not until_empty:
+                    # Most likely nothing else waits, and asking again would cost a failing
+                    # system call and an exception.
+                    break
         return out
 
     def write(self, datagrams: list[tuple[bytes, Address]]) -> bool:

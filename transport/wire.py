@@ -144,9 +144,15 @@ def encode_ack(ranges: list[tuple[int, int]], ack_delay_us: int) -> bytes:
     return b"".join(parts)
 
 
-def encode_close(code: int, reason: str) -> bytes:
-    raw = reason.encode("utf-8")[:MAX_REASON_BYTES]
-    return b"".join((bytes((CLOSE,)), encode_varint(code), encode_varint(len(raw)), raw))
+def encode_close(code: int, reason: str, max_bytes: int = MAX_REASON_BYTES + 16) -> bytes:
+    """CLOSE frame; the reason is cut (on a character boundary) so the frame fits
+    ``max_bytes`` and the reason at most MAX_REASON_BYTES."""
+    head = bytes((CLOSE,)) + encode_varint(code)
+    room = min(MAX_REASON_BYTES, max_bytes - len(head) - 2)
+    raw = reason.encode("utf-8")
+    if len(raw) > room:
+        raw = raw[: max(0, room)].decode("utf-8", errors="ignore").encode("utf-8")
+    return b"".join((head, encode_varint(len(raw)), raw))
 
 
 def encode_abandon(channel: int, message_id: int) -> bytes:

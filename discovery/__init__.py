@@ -1,0 +1,1 @@
+"""framewire discovery: Bonjour-style mDNS advertise/browse/resolve (a later issue)."""
