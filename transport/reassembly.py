@@ -60,6 +60,7 @@ class Reassembler:
 
     def __init__(self, config: SessionConfig, counters: Counters, events: deque[Event]) -> None:
         self._config = config
+        self._max_message = config.max_message_bytes
         self._counters = counters
         self._events = events
         self._channels: dict[int, _InChannel] = {}
@@ -71,52 +72,73 @@ class Reassembler:
     # -- input -------------------------------------------------------------------------------
 
     def on_fragment(self, frame: FragmentFrame, now: float) -> int:
-        """Take one fragment; return ACCEPTED, REFUSED or VIOLATION.
+        """Take one fragment; see :meth:`on_piece`."""
+        return self.on_piece(
+            frame.kind,
+            frame.channel,
+            frame.message_id,
+            frame.total_len,
+            frame.offset,
+            frame.lifetime_us,
+            frame.data,
+            now,
+        )
+
+    def on_piece(
+        self,
+        kind: int,
+        channel_id: int,
+        mid: int,
+        total: int,
+        offset: int,
+        lifetime_us: int | None,
+        data: bytes,
+        now: float,
+    ) -> int:
+        """Take one fragment, as fields; return ACCEPTED, REFUSED or VIOLATION.
 
         REFUSED means "no room now" for a reliable fragment: the session must not acknowledge
         the packet, so the sender repairs it later (an acknowledged fragment that was thrown
         away would stall the channel for good). VIOLATION means the peer broke the protocol.
         """
-        channel = self._channels.get(frame.channel)
+        channel = self._channels.get(channel_id)
         if channel is None:
-            channel = self._channels[frame.channel] = _InChannel(frame.kind)
-        elif channel.kind != frame.kind:
+            channel = self._channels[channel_id] = _InChannel(kind)
+        elif channel.kind != kind:
             return VIOLATION  # a channel changed its kind mid-session
-        if frame.total_len > self._config.max_message_bytes:
+        if total > self._max_message:
             return VIOLATION  # larger than we said we take
-        mid = frame.message_id
-        reliable = channel.kind == _RELIABLE
-        if reliable:
-            if mid < channel.next_id or mid in channel.ready or mid in channel.skipped:
-                return ACCEPTED  # a repair of something already delivered or given up
-            if mid >= channel.next_id + self._config.max_ordered_window:
-                return REFUSED  # too far ahead: repaired once the window has moved
-        elif channel.kind == _LATEST and mid <= channel.newest:
-            return ACCEPTED  # superseded already
-        data = frame.data
-        if frame.offset == 0 and len(data) == frame.total_len:
-            if reliable and mid != channel.next_id and not self._has_room(len(data), False):
-                return REFUSED
-            self._complete(channel, frame.channel, mid, data)
-            return ACCEPTED
         partial = channel.partials.get(mid)
         if partial is None:
-            partial = self._start(channel, frame, now)
+            reliable = kind == _RELIABLE
+            if reliable:
+                if mid < channel.next_id or mid in channel.ready or mid in channel.skipped:
+                    return ACCEPTED  # a repair of something already delivered or given up
+                if mid >= channel.next_id + self._config.max_ordered_window:
+                    return REFUSED  # too far ahead: repaired once the window has moved
+            elif kind == _LATEST and mid <= channel.newest:
+                return ACCEPTED  # superseded already
+            if offset == 0 and len(data) == total:
+                if reliable and mid != channel.next_id and not self._has_room(total, False):
+                    return REFUSED
+                self._complete(channel, channel_id, mid, data)
+                return ACCEPTED
+            partial = self._start(channel, channel_id, mid, total, lifetime_us, now)
             if partial is None:
                 return REFUSED if reliable else ACCEPTED
-        elif partial.total != frame.total_len:
+        elif partial.total != total:
             return VIOLATION
-        lo = frame.offset
-        hi = lo + len(data) - 1
+        # A partial exists, so the message is still wanted: no channel checks needed here.
+        hi = offset + len(data) - 1
         covered = partial.covered
-        if not covered.add_new(lo, hi):
+        if not covered.add_new(offset, hi):
             return ACCEPTED  # a duplicate (a repair of a piece that had arrived after all)
-        partial.buf[lo : hi + 1] = data
+        partial.buf[offset : hi + 1] = data
         partial.received += len(data)
         # The count alone could be fooled by overlapping pieces, so confirm with the ranges.
-        if partial.received >= partial.total and covered.covers(0, partial.total - 1):
+        if partial.received >= total and covered.covers(0, total - 1):
             self._drop_partial(channel, partial)
-            self._complete(channel, frame.channel, mid, bytes(partial.buf))
+            self._complete(channel, channel_id, mid, bytes(partial.buf))
         return ACCEPTED
 
     def _has_room(self, size: int, head: bool) -> bool:
@@ -173,9 +195,16 @@ class Reassembler:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _start(self, channel: _InChannel, frame: FragmentFrame, now: float) -> _Partial | None:
-        total = frame.total_len
-        head = channel.kind == _RELIABLE and frame.message_id == channel.next_id
+    def _start(
+        self,
+        channel: _InChannel,
+        channel_id: int,
+        mid: int,
+        total: int,
+        lifetime_us: int | None,
+        now: float,
+    ) -> _Partial | None:
+        head = channel.kind == _RELIABLE and mid == channel.next_id
         if not self._has_room(total, head):
             self._evict(self._config.max_reassembly_bytes - total)
             if not self._has_room(total, head):
@@ -183,13 +212,13 @@ class Reassembler:
                     self._counters.messages_dropped += 1
                 return None  # reliable: not acknowledged, so the sender repairs it later
         expires: float | None = None
-        if frame.lifetime_us is not None:
-            expires = now + frame.lifetime_us / 1e6
+        if lifetime_us is not None:
+            expires = now + lifetime_us / 1e6
         elif channel.kind != _RELIABLE:
             expires = now + self._config.reassembly_timeout_s
-        partial = _Partial(frame.channel, frame.message_id, total, expires)
-        channel.partials[frame.message_id] = partial
-        self._order[(frame.channel, frame.message_id)] = partial
+        partial = _Partial(channel_id, mid, total, expires)
+        channel.partials[mid] = partial
+        self._order[(channel_id, mid)] = partial
         self.held_bytes += total
         if expires is not None:
             self._timer_seq += 1

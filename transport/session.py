@@ -415,9 +415,11 @@ class Session:
         try:
             if payload and payload[0] == FRAGMENT:
                 # Bulk data: a packet that is one fragment and nothing else skips the list.
-                fragment, end = parse_fragment(payload, 1)
+                kind, channel, mid, total, offset, lifetime, piece, end = parse_fragment(payload, 1)
                 if end == len(payload):
-                    status = self._reassembler.on_fragment(fragment, now)  # type: ignore[arg-type]
+                    status = self._reassembler.on_piece(
+                        kind, channel, mid, total, offset, lifetime, piece, now
+                    )
                     if status == ACCEPTED:
                         self._acks.on_packet(pn, True, now)
                     elif status == VIOLATION:

@@ -239,7 +239,13 @@ def _parse_close(buf: bytes, pos: int) -> tuple[Frame, int]:
     return CloseFrame(code, reason), pos + length
 
 
-def _parse_fragment(buf: bytes, pos: int) -> tuple[Frame, int]:
+FragmentFields = tuple[int, int, int, int, int, int | None, bytes, int]
+"""kind, channel, message_id, total_len, offset, lifetime_us, data, end position."""
+
+
+def parse_fragment(buf: bytes, pos: int) -> FragmentFields:
+    """Parse the FRAGMENT frame whose type byte precedes ``pos``, into plain fields (the
+    receiver's hot path builds no object for it)."""
     # The hot path of every received packet: varints of up to four bytes are read inline
     # (a function call per field would cost more than the rest of the parse).
     n = len(buf)
@@ -294,10 +300,12 @@ def _parse_fragment(buf: bytes, pos: int) -> tuple[Frame, int]:
         raise DecodeError("truncated FRAGMENT data")
     if offset + length > total_len or (length == 0 and total_len != 0):
         raise DecodeError("FRAGMENT outside its message")
-    frame = FragmentFrame(
-        flags & KIND_MASK, channel, message_id, total_len, offset, lifetime_us, buf[pos:end]
-    )
-    return frame, end
+    return flags & KIND_MASK, channel, message_id, total_len, offset, lifetime_us, buf[pos:end], end
+
+
+def _parse_fragment(buf: bytes, pos: int) -> tuple[Frame, int]:
+    kind, channel, mid, total, offset, lifetime_us, data, end = parse_fragment(buf, pos)
+    return FragmentFrame(kind, channel, mid, total, offset, lifetime_us, data), end
 
 
 def _parse_abandon(buf: bytes, pos: int) -> tuple[Frame, int]:
@@ -307,9 +315,6 @@ def _parse_abandon(buf: bytes, pos: int) -> tuple[Frame, int]:
     message_id, pos = read_varint(buf, pos + 1)
     return AbandonFrame(channel, message_id), pos
 
-
-parse_fragment = _parse_fragment
-"""Parse one FRAGMENT frame whose type byte precedes ``pos``; the session's fast path."""
 
 _PARSERS: dict[int, Callable[[bytes, int], tuple[Frame, int]]] = {
     PING: _parse_ping,
