@@ -24,6 +24,8 @@ from transport.wire import (
     encode_abandon,
     fragment_header,
     fragment_header_max_size,
+    fragment_prefix,
+    fragment_tail,
 )
 
 PACKET_THRESHOLD = 3  # RFC 9002 §6.1.1
@@ -40,7 +42,18 @@ _SUPERSEDED = 3
 
 
 class _OutMessage:
-    __slots__ = ("channel", "data", "deadline", "kind", "message_id", "state", "unacked", "unsent")
+    __slots__ = (
+        "channel",
+        "data",
+        "deadline",
+        "kind",
+        "message_id",
+        "pieces",
+        "prefix",
+        "state",
+        "unacked",
+        "unsent",
+    )
 
     def __init__(
         self, channel: int, kind: int, message_id: int, data: bytes, deadline: float | None
@@ -53,6 +66,11 @@ class _OutMessage:
         self.state = _PENDING
         self.unacked = 0  # reliable: fragments not yet acknowledged
         self.unsent = 0  # fragments never sent yet
+        self.pieces = 0  # fragments in all
+        # Every fragment header starts alike; built once (the deadline form differs).
+        self.prefix = (
+            b"" if deadline is not None else fragment_prefix(kind, channel, message_id, len(data))
+        )
 
 
 class _Fragment:
@@ -135,9 +153,13 @@ class Sender:
         self._next_id[channel] = mid + 1
         message = _OutMessage(channel, kind, mid, data, deadline)
         if kind == _LATEST:
+            # Supersede the previous message only if none of it has left yet. One that is
+            # part-way out is let finish: cutting each message short with the next would,
+            # when messages come faster than the window carries them, deliver nothing.
             older = self._latest.get(channel)
-            if older is not None and older.state == _PENDING and older.unsent:
-                older.state = _SUPERSEDED  # its fragments still queued are skipped
+            if older is not None and older.state == _PENDING and older.unsent == older.pieces:
+                older.state = _SUPERSEDED  # its queued fragments are skipped
+                self._counters.messages_superseded += 1
                 self._release(older)
             self._latest[channel] = message
         chunk = self._max_payload - fragment_header_max_size(mid, size)
@@ -155,6 +177,7 @@ class Sender:
                 queue.append(_Fragment(message, offset, min(chunk, size - offset)))
                 count += 1
         message.unsent = count
+        message.pieces = count
         if kind == _RELIABLE:
             message.unacked = count
         self.queued_bytes += size
@@ -320,15 +343,18 @@ class Sender:
                     continue
                 lifetime_us = min(int((deadline - now) * 1e6), MAX_LIFETIME_US)
             data = message.data
-            header = fragment_header(
-                message.kind,
-                message.channel,
-                message.message_id,
-                len(data),
-                fragment.offset,
-                lifetime_us,
-                fragment.length,
-            )
+            if lifetime_us is None:
+                header = message.prefix + fragment_tail(fragment.offset, fragment.length)
+            else:
+                header = fragment_header(
+                    message.kind,
+                    message.channel,
+                    message.message_id,
+                    len(data),
+                    fragment.offset,
+                    lifetime_us,
+                    fragment.length,
+                )
             need = len(header) + fragment.length
             if need > space:
                 return space
@@ -372,23 +398,26 @@ class Sender:
                 acked.append((pn, packet))
         if not acked:
             return
-        cc = self._cc
+        acked_bytes = 0
         for pn, packet in acked:
             del sent[pn]
-            self.bytes_in_flight -= packet.size
-            cc.on_acked(packet.size, packet.sent_at, now)
+            acked_bytes += packet.size
             for item in packet.items:
                 if item.acked:
                     continue
                 item.acked = True
-                if isinstance(item, _Fragment):
+                if type(item) is _Fragment:
                     message = item.message
                     if message.kind == _RELIABLE:
                         message.unacked -= 1
                         if message.unacked == 0 and message.state == _PENDING:
                             message.state = _DONE
-                            self._release(message)
+                            self.queued_bytes -= len(message.data)
+        self.bytes_in_flight -= acked_bytes
         last_pn, last_packet = acked[-1]
+        # One call per ACK frame, not per packet; the newest packet's send time decides
+        # whether the acknowledged data was sent after a recovery period began.
+        self._cc.on_acked(acked_bytes, last_packet.sent_at, now)
         if last_pn == largest:
             # RFC 9002 §5.3: the delay a peer claims is capped by what it announced.
             ack_delay = min(ack.ack_delay_us / 1e6, self._peer_max_ack_delay_s)

@@ -93,6 +93,7 @@ _ACCEPTS: dict[int, frozenset[State]] = {
 
 
 _ESTABLISHED = State.ESTABLISHED
+CLOSE_COPIES = 3
 _DATA_HEADER = pk.DATA_HEADER_BYTES
 _DATA_OVERHEAD = pk.DATA_OVERHEAD_BYTES
 _DATA_HEADER_UNPACK = pk.DATA_HEADER.unpack_from
@@ -141,6 +142,7 @@ class Session:
         self._linger_end: float | None = None
         self._close_request: tuple[str, int, float] | None = None
         self._close_packet_at = float("-inf")
+        self._close_repeats: list[float] = []
         self._close_frame = b""
 
     # -- construction ------------------------------------------------------------------------
@@ -318,6 +320,7 @@ class Session:
             messages_late=c.messages_late,
             messages_dropped=c.messages_dropped,
             messages_expired=c.messages_expired,
+            messages_superseded=c.messages_superseded,
             decode_failures=c.decode_failures,
             replays_rejected=c.replays_rejected,
             window_bytes=sender._cc.window_bytes if sender else 0,
@@ -490,7 +493,9 @@ class Session:
         if request is not None and (not sender.reliable_outstanding or now >= request[2]):
             self._close_now(now, request[0], request[1])
             return
-        if now - self._last_sent >= self.config.keepalive_interval_s:
+        # The same expression as in next_timer: a difference could round below the interval
+        # and leave the timer due forever.
+        if now >= self._last_sent + self.config.keepalive_interval_s:
             sender.queue_ping()
         acks = self._acks
         counters = self._counters
@@ -533,6 +538,10 @@ class Session:
         self._close_frame = encode_close(code, reason, room)
         self._transition("close")
         self._linger_end = now + self.config.close_linger_s
+        # A lost CLOSE would leave the peer to find out by idle timeout, so it goes out
+        # CLOSE_COPIES times spread over the linger, and again for any packet that arrives.
+        step = self.config.close_linger_s / CLOSE_COPIES
+        self._close_repeats = [now + step * i for i in range(1, CLOSE_COPIES)]
         self._answer_with_close(now)
         self._events.append(Closed(reason=reason, code=code, by_peer=False))
 
@@ -564,6 +573,8 @@ class Session:
             return self._handshake_deadline
         if state is not State.ESTABLISHED:
             assert self._linger_end is not None
+            if self._close_repeats and state is State.CLOSING:
+                return min(self._close_repeats[0], self._linger_end)
             return self._linger_end
         assert self._sender is not None
         deadline = min(
@@ -600,6 +611,10 @@ class Session:
             self._reassembler.handle_timer(now)
         elif self._linger_end is not None and now >= self._linger_end:
             self._transition("linger_done")
+        elif state is State.CLOSING and self._close_repeats and now >= self._close_repeats[0]:
+            del self._close_repeats[0]
+            self._close_packet_at = float("-inf")
+            self._answer_with_close(now)
 
 
 def _with_datagram(config: SessionConfig, max_datagram_bytes: int) -> SessionConfig:

@@ -18,6 +18,7 @@ class Counters:
         "messages_expired",
         "messages_late",
         "messages_sent",
+        "messages_superseded",
         "packets_lost",
         "packets_received",
         "packets_sent",
@@ -38,6 +39,7 @@ class Counters:
         self.messages_late = 0
         self.messages_dropped = 0
         self.messages_expired = 0
+        self.messages_superseded = 0
         self.decode_failures = 0
         self.replays_rejected = 0
 
@@ -65,6 +67,8 @@ class SessionStats:
     """Received side: superseded (latest-only), or refused by a memory bound."""
     messages_expired: int
     """Sending side: messages whose deadline passed before they were sent or acknowledged."""
+    messages_superseded: int
+    """Sending side: latest-only messages replaced by a newer one before any of them left."""
     decode_failures: int
     replays_rejected: int
     window_bytes: int

@@ -191,6 +191,20 @@ def fragment_header(
     )
 
 
+def fragment_prefix(kind: int, channel: int, message_id: int, total_len: int) -> bytes:
+    """The part of a deadline-free FRAGMENT header that all pieces of a message share."""
+    return b"".join(
+        (bytes((FRAGMENT, kind, channel)), encode_varint(message_id), encode_varint(total_len))
+    )
+
+
+def fragment_tail(offset: int, data_len: int) -> bytes:
+    """The rest of a deadline-free FRAGMENT header: offset and length."""
+    small = _SMALL_VARINTS
+    head = small[offset] if offset < 4096 else encode_varint(offset)
+    return head + (small[data_len] if data_len < 4096 else encode_varint(data_len))
+
+
 def fragment_header_max_size(message_id: int, total_len: int) -> int:
     """Upper bound of :func:`fragment_header`'s size for this message (deadline included)."""
     return 3 + varint_size(message_id) + 2 * varint_size(total_len) + 8 + varint_size(total_len)
