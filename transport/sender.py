@@ -432,13 +432,14 @@ class Sender:
         """RFC 9002 §6.1: packet and time thresholds below the largest acknowledged."""
         largest = self._largest_acked
         loss_delay = self._rtt.loss_delay_s()
-        cutoff = now - loss_delay
         lost: list[int] = []
         self._loss_time = None
         for pn, packet in self._sent.items():
             if pn >= largest:
                 break
-            if largest - pn >= PACKET_THRESHOLD or packet.sent_at <= cutoff:
+            # The same expression as the timer's: ``now - loss_delay`` could round the other
+            # way and leave the timer due forever.
+            if largest - pn >= PACKET_THRESHOLD or packet.sent_at + loss_delay <= now:
                 lost.append(pn)
             else:
                 self._loss_time = packet.sent_at + loss_delay
