@@ -58,7 +58,9 @@ class SessionConfig:
     min_rto_s: float = 0.05
     """RFC 6298 §2.4 asks for a 1 s floor; like Linux (200 ms) and KCP (30 ms) we go lower,
     because a realtime session cannot wait a second to repair one packet."""
-    max_rto_s: float = 10.0
+    max_rto_s: float = 2.0
+    """RFC 6298 §2.5 allows a cap of at least 60 s; a realtime session wants to retry a dead
+    path at least this often, so it recovers within a couple of seconds once the path is back."""
     initial_window_packets: int = 32
     min_window_packets: int = 4
     replay_window_packets: int = 4096
