@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -52,8 +53,9 @@ class MessageLike(Protocol):
 class FrameTransport(Protocol):
     """The part of a transport session the video pipeline uses."""
 
-    def send(self, data: bytes, *, channel: int = 0, deadline_s: float | None = None) -> None:
-        """Queue ``data`` for sending without blocking."""
+    def send(self, data: bytes, *, channel: int = 0, deadline_s: float | None = None) -> object:
+        """Queue ``data`` for sending without blocking; what it returns (``AsyncSession``
+        gives the message id) is not used."""
         ...
 
     def __aiter__(self) -> AsyncIterator[MessageLike]: ...
@@ -61,6 +63,13 @@ class FrameTransport(Protocol):
 
 def _ms(ns: int) -> float:
     return ns / 1e6
+
+
+def _tail(samples: deque[float], recent: int | None) -> Iterable[float]:
+    """The last ``recent`` samples (all of them when None), for percentiles of a live window."""
+    if recent is None or recent >= len(samples):
+        return samples
+    return itertools.islice(reversed(samples), max(0, recent))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,15 +128,19 @@ class VideoSender:
         """Make the next frame a keyframe; wire the receiver's keyframe requests here."""
         self._encoder.request_keyframe()
 
-    def stats(self) -> SenderStats:
-        """A snapshot of the counters since this sender was created."""
+    def stats(self, *, recent: int | None = None) -> SenderStats:
+        """A snapshot of the counters since this sender was created.
+
+        ``recent`` limits the percentiles to the last ``recent`` samples of each series (a
+        live view: pass the frames sent since the previous snapshot); counters are totals.
+        """
         return SenderStats(
             frames_sent=self._frames_sent,
             keyframes_sent=self._keyframes_sent,
             bytes_sent=self._bytes_sent,
             ticks_skipped=self._ticks_skipped,
-            encode_ms=percentiles(self._encode_ms),
-            tick_late_ms=percentiles(self._tick_late_ms),
+            encode_ms=percentiles(_tail(self._encode_ms, recent)),
+            tick_late_ms=percentiles(_tail(self._tick_late_ms, recent)),
         )
 
     async def run(
@@ -271,8 +284,12 @@ class VideoReceiver:
         self._decode_ms: deque[float] = deque(maxlen=max_samples)
         self._frame_ms: deque[float] = deque(maxlen=max_samples)
 
-    def stats(self) -> ReceiverStats:
-        """A snapshot of the counters since this receiver was created."""
+    def stats(self, *, recent: int | None = None) -> ReceiverStats:
+        """A snapshot of the counters since this receiver was created.
+
+        ``recent`` limits the percentiles to the last ``recent`` samples of each series (a
+        live view: pass the frames received since the previous snapshot); counters are totals.
+        """
         return ReceiverStats(
             messages_received=self._messages,
             messages_ignored=self._ignored,
@@ -285,9 +302,9 @@ class VideoReceiver:
             frames_late=self._late,
             keyframes_received=self._keyframes,
             keyframe_requests=self._requests,
-            transport_latency_ms=percentiles(self._transport_ms),
-            decode_ms=percentiles(self._decode_ms),
-            frame_latency_ms=percentiles(self._frame_ms),
+            transport_latency_ms=percentiles(_tail(self._transport_ms, recent)),
+            decode_ms=percentiles(_tail(self._decode_ms, recent)),
+            frame_latency_ms=percentiles(_tail(self._frame_ms, recent)),
         )
 
     async def run(

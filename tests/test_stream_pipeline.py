@@ -283,3 +283,30 @@ def test_discard_sink_counts() -> None:
     sink.consume(picture)
     sink.consume(picture)
     assert (sink.frames, sink.encoded_bytes) == (2, 20)
+
+
+def test_stats_recent_limits_percentiles_to_the_newest_samples() -> None:
+    asyncio.run(_test_stats_recent_limits_percentiles_to_the_newest_samples())
+
+
+async def _test_stats_recent_limits_percentiles_to_the_newest_samples() -> None:
+    send_end, receive_end = transport_pair()
+    sender = make_sender(send_end, SyntheticSource(320, 240, 30))
+    receiver = VideoReceiver(receive_end, H264Decoder(), DiscardSink(), channel=3)
+
+    async def send() -> None:
+        try:
+            await sender.run(0.3)
+        finally:
+            send_end.close()
+
+    await asyncio.gather(send(), receiver.run(seconds=5))
+    for stats in (sender.stats, receiver.stats):
+        assert stats(recent=10**6) == stats()  # more than there are: all of them
+    assert sender.stats(recent=0).encode_ms["p50"] is None
+    assert sender.stats(recent=0).frames_sent == sender.stats().frames_sent >= 5
+    newest = sender.stats(recent=1).encode_ms
+    assert newest["p50"] == newest["max"]  # one sample
+    window = receiver.stats(recent=2).frame_latency_ms
+    assert window["p50"] is not None and window["max"] is not None
+    assert window["max"] <= receiver.stats().frame_latency_ms["max"]  # type: ignore[operator]

@@ -1,0 +1,7 @@
+"""``python -m framewire``."""
+
+import sys
+
+from framewire.cli import main
+
+sys.exit(main())
