@@ -196,10 +196,14 @@ class _Endpoint:
         """Send what the engine has due at once (called by ``send``), then make sure the
         timer is no later than the engine's next deadline. Nothing else: work done after a
         send competes for the CPU with the peer that is waking up to receive it."""
+        self._send_due(now)
+        self._arm_timer(now)
+
+    def _send_due(self, now: float) -> None:
+        """Seal and send everything that is due (one GSO batch per 64 datagrams)."""
         out = self.engine.datagrams_to_send(now)
         if (out or self.io.blocked) and not self.io.write(out):
             self.loop.add_writer(self.io.sock.fileno(), self._on_writable)
-        self._arm_timer(now)
 
     def schedule_flush(self) -> None:
         if not self._flush_scheduled:
@@ -229,10 +233,7 @@ class _Endpoint:
         """Send what is due, hand events to sessions, re-arm the timer."""
         if self._closed:
             return
-        engine = self.engine
-        out = engine.datagrams_to_send(now)
-        if (out or self.io.blocked) and not self.io.write(out):
-            self.loop.add_writer(self.io.sock.fileno(), self._on_writable)
+        self._send_due(now)
         self._dispatch_events()
         self._arm_timer(now)
 

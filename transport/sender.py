@@ -1,11 +1,12 @@
 """The sending half of the channels: fragmentation, packet filling, loss recovery, deadlines.
 
-Messages are cut into fragments when they are queued. Packets are filled with an ACK (when
-one is owed), reliable control frames, repairs, then new fragments taken round-robin across
-channels, so one channel's backlog cannot hold up another's. Every packet is remembered until
-it is acknowledged or declared lost (RFC 9002 §6: 3 packets or 9/8 RTT later; or the RFC 6298
-retransmission timer); fragments of lost packets are queued again if their message is reliable
-and its deadline has not passed.
+A message is cut into pieces lazily: it keeps a cursor to its next unsent piece, so queueing
+a 16 MB message costs no more than queueing 16 bytes. Packets are filled with an ACK (when one
+is owed), reliable control frames, repairs, then new pieces taken round-robin across channels,
+so one channel's backlog cannot hold up another's. Every ack-eliciting packet is remembered
+until it is acknowledged or declared lost (RFC 9002 §6: 3 packets or 9/8 RTT later; or the
+RFC 6298 retransmission timer); pieces of lost packets are queued again if their message is
+reliable and its deadline has not passed.
 """
 
 from __future__ import annotations
@@ -42,21 +43,31 @@ _SUPERSEDED = 3
 
 
 class _OutMessage:
+    """A message being sent: its bytes, how they are cut, and what has been acknowledged."""
+
     __slots__ = (
+        "acked",
         "channel",
+        "chunk",
         "data",
         "deadline",
         "kind",
         "message_id",
+        "next_piece",
         "pieces",
         "prefix",
         "state",
         "unacked",
-        "unsent",
     )
 
     def __init__(
-        self, channel: int, kind: int, message_id: int, data: bytes, deadline: float | None
+        self,
+        channel: int,
+        kind: int,
+        message_id: int,
+        data: bytes,
+        deadline: float | None,
+        chunk: int,
     ) -> None:
         self.channel = channel
         self.kind = kind
@@ -64,24 +75,20 @@ class _OutMessage:
         self.data = data
         self.deadline = deadline
         self.state = _PENDING
-        self.unacked = 0  # reliable: fragments not yet acknowledged
-        self.unsent = 0  # fragments never sent yet
-        self.pieces = 0  # fragments in all
-        # Every fragment header starts alike; built once (the deadline form differs).
+        self.chunk = chunk
+        self.pieces = max(1, -(-len(data) // chunk))  # an empty message is one empty piece
+        self.next_piece = 0  # the first piece never sent yet
+        # Reliable only: one byte per piece, set once that piece is acknowledged.
+        self.acked = bytearray(self.pieces) if kind == _RELIABLE else None
+        self.unacked = self.pieces if kind == _RELIABLE else 0
+        # Every piece's header starts alike; built once (the deadline form differs).
         self.prefix = (
             b"" if deadline is not None else fragment_prefix(kind, channel, message_id, len(data))
         )
 
 
-class _Fragment:
-    __slots__ = ("acked", "length", "message", "offset", "sent_once")
-
-    def __init__(self, message: _OutMessage, offset: int, length: int) -> None:
-        self.message = message
-        self.offset = offset
-        self.length = length
-        self.acked = False
-        self.sent_once = False
+Piece = tuple[_OutMessage, int]
+"""A reliable message and the index of one of its pieces: what a packet must deliver."""
 
 
 class _Control:
@@ -95,12 +102,18 @@ class _Control:
 
 
 class _SentPacket:
-    __slots__ = ("items", "sent_at", "size")
+    __slots__ = ("controls", "pieces", "sent_at", "size")
 
-    def __init__(self, sent_at: float, size: int, items: list[_Fragment | _Control]) -> None:
+    def __init__(
+        self, sent_at: float, size: int, pieces: list[Piece], controls: list[_Control] | None
+    ) -> None:
         self.sent_at = sent_at
         self.size = size
-        self.items = items
+        self.pieces = pieces  # reliable pieces only: unreliable ones are never repaired
+        self.controls = controls
+
+
+_NO_PIECES: list[Piece] = []
 
 
 class Sender:
@@ -122,10 +135,10 @@ class Sender:
         self._max_datagram = config.max_datagram_bytes
         self._max_payload = config.max_datagram_bytes - DATA_OVERHEAD_BYTES
         self._next_id = [0] * len(config.channels)
-        self._queues: dict[int, deque[_Fragment]] = {}
-        self._active: deque[int] = deque()  # channels with queued fragments, round-robin
+        self._queues: dict[int, deque[_OutMessage]] = {}
+        self._active: deque[int] = deque()  # channels with unsent pieces, round-robin
         self._latest: dict[int, _OutMessage] = {}
-        self._repairs: deque[_Fragment] = deque()
+        self._repairs: deque[Piece] = deque()
         self._controls: deque[_Control] = deque()
         self._sent: dict[int, _SentPacket] = {}
         self._ping = False
@@ -139,7 +152,7 @@ class Sender:
     # -- queueing ----------------------------------------------------------------------------
 
     def queue_message(self, channel: int, data: bytes, deadline: float | None) -> int:
-        """Fragment ``data`` for ``channel``; return its message id."""
+        """Queue ``data`` for ``channel``; return its message id."""
         config = self._config
         if not 0 <= channel < len(config.channels):
             raise UsageError(f"no channel {channel} (configured: {len(config.channels)})")
@@ -151,35 +164,24 @@ class Sender:
         kind = config.channels[channel]
         mid = self._next_id[channel]
         self._next_id[channel] = mid + 1
-        message = _OutMessage(channel, kind, mid, data, deadline)
+        chunk = self._max_payload - fragment_header_max_size(mid, size)
+        message = _OutMessage(channel, kind, mid, data, deadline, chunk)
         if kind == _LATEST:
             # Supersede the previous message only if none of it has left yet. One that is
             # part-way out is let finish: cutting each message short with the next would,
             # when messages come faster than the window carries them, deliver nothing.
             older = self._latest.get(channel)
-            if older is not None and older.state == _PENDING and older.unsent == older.pieces:
-                older.state = _SUPERSEDED  # its queued fragments are skipped
+            if older is not None and older.state == _PENDING and older.next_piece == 0:
+                older.state = _SUPERSEDED  # the queue skips it
                 self._counters.messages_superseded += 1
-                self._release(older)
+                self.queued_bytes -= len(older.data)
             self._latest[channel] = message
-        chunk = self._max_payload - fragment_header_max_size(mid, size)
         queue = self._queues.get(channel)
         if queue is None:
             queue = self._queues[channel] = deque()
         if not queue:
             self._active.append(channel)
-        if size <= chunk:
-            queue.append(_Fragment(message, 0, size))
-            count = 1
-        else:
-            count = 0
-            for offset in range(0, size, chunk):
-                queue.append(_Fragment(message, offset, min(chunk, size - offset)))
-                count += 1
-        message.unsent = count
-        message.pieces = count
-        if kind == _RELIABLE:
-            message.unacked = count
+        queue.append(message)
         self.queued_bytes += size
         self._counters.messages_sent += 1
         return mid
@@ -223,21 +225,19 @@ class Sender:
         used = len(header) + size + (len(ack) if ack is not None else 0)
         if used > self._max_payload:
             return None
-        items: list[_Fragment | _Control] = []
+        pieces = _NO_PIECES
         if kind == _RELIABLE:
             if self.queued_bytes + size > config.max_send_queue_bytes:
                 return None
-            message = _OutMessage(channel, kind, mid, data, deadline)
-            message.unacked = 1
-            fragment = _Fragment(message, 0, size)
-            fragment.sent_once = True
-            items.append(fragment)
+            message = _OutMessage(channel, kind, mid, data, deadline, size or 1)
+            message.next_piece = 1
+            pieces = [(message, 0)]
             self.queued_bytes += size
         self._next_id[channel] = mid + 1
         self._counters.messages_sent += 1
         payload = header + data if ack is None else b"".join((ack, header, data))
         packet_size = used + DATA_OVERHEAD_BYTES
-        self._sent[pn] = _SentPacket(now, packet_size, items)
+        self._sent[pn] = _SentPacket(now, packet_size, pieces, None)
         self.bytes_in_flight += packet_size
         if self._rto_base is None:
             self._rto_base = now  # RFC 6298 §5.1
@@ -261,7 +261,8 @@ class Sender:
         """Plaintext payload of packet ``pn``, or None when there is nothing to send now."""
         space = self._max_payload
         parts: list[bytes | memoryview] = []
-        items: list[_Fragment | _Control] = []
+        pieces: list[Piece] = []
+        controls: list[_Control] | None = None
         if ack is not None:
             parts.append(ack)
             space -= len(ack)
@@ -273,110 +274,137 @@ class Sender:
             eliciting = True
         if self.bytes_in_flight + self._max_datagram <= self._cc.window_bytes:
             if self._controls:
-                space = self._fill_controls(parts, items, space)
+                controls = []
+                space = self._fill_controls(parts, controls, space)
             if self._repairs:
-                space = self._fill_fragments(self._repairs, parts, items, space, now, True)
+                space = self._fill_repairs(parts, pieces, space, now)
             active = self._active
+            queues = self._queues
             while active and space > 16:
-                channel = active[0]
-                queue = self._queues[channel]
+                queue = queues[active[0]]
                 before = space
-                space = self._fill_fragments(queue, parts, items, space, now, False)
+                space = self._fill_new(queue, parts, pieces, space, now)
                 if queue:
                     if space == before:
-                        break  # the head fragment does not fit in what is left
+                        break  # the head piece does not fit in what is left
                     active.rotate(-1)
                 else:
                     active.popleft()
-        if items:
-            eliciting = True
+        if len(parts) > (ack is not None) + eliciting:
+            eliciting = True  # pieces or controls went in
         elif not eliciting and not (ack is not None and ack_due):
             return None
         payload = b"".join(parts)
         if eliciting:
             size = len(payload) + DATA_OVERHEAD_BYTES
-            self._sent[pn] = _SentPacket(now, size, items)
+            self._sent[pn] = _SentPacket(now, size, pieces, controls or None)
             self.bytes_in_flight += size
             if self._rto_base is None:
                 self._rto_base = now  # RFC 6298 §5.1
         return payload
 
     def _fill_controls(
-        self, parts: list[bytes | memoryview], items: list[_Fragment | _Control], space: int
+        self, parts: list[bytes | memoryview], controls: list[_Control], space: int
     ) -> int:
-        controls = self._controls
-        while controls and len(controls[0].frame) <= space:
-            control = controls.popleft()
+        queue = self._controls
+        while queue and len(queue[0].frame) <= space:
+            control = queue.popleft()
             if control.acked:
                 continue
             parts.append(control.frame)
-            items.append(control)
+            controls.append(control)
             space -= len(control.frame)
         return space
 
-    def _fill_fragments(
+    def _piece(
+        self, message: _OutMessage, index: int, now: float, space: int
+    ) -> tuple[bytes, int, int] | None:
+        """Header, offset and length of piece ``index``, or None if it does not fit."""
+        offset = index * message.chunk
+        length = min(message.chunk, len(message.data) - offset)
+        deadline = message.deadline
+        if deadline is None:
+            header = message.prefix + fragment_tail(offset, length)
+        else:
+            lifetime_us = min(int((deadline - now) * 1e6), MAX_LIFETIME_US)
+            header = fragment_header(
+                message.kind,
+                message.channel,
+                message.message_id,
+                len(message.data),
+                offset,
+                lifetime_us,
+                length,
+            )
+        if len(header) + length > space:
+            return None
+        return header, offset, length
+
+    def _fill_new(
         self,
-        queue: deque[_Fragment],
+        queue: deque[_OutMessage],
         parts: list[bytes | memoryview],
-        items: list[_Fragment | _Control],
+        pieces: list[Piece],
         space: int,
         now: float,
-        repairs: bool,
     ) -> int:
-        """Move fragments from ``queue`` into the packet while they fit; return space left.
-
-        At most one fragment is taken from a channel queue per call (round-robin); repairs are
-        taken while they fit.
-        """
+        """Move the next unsent piece of this channel into the packet, if it fits; return the
+        space left. One piece per call: the caller goes round the channels."""
         while queue:
-            fragment = queue[0]
-            message = fragment.message
-            if message.state != _PENDING or fragment.acked:
+            message = queue[0]
+            if message.state != _PENDING:
                 queue.popleft()
                 continue
-            deadline = message.deadline
-            lifetime_us: int | None = None
-            if deadline is not None:
-                if deadline <= now:
-                    queue.popleft()
-                    self._expire(message)
-                    continue
-                lifetime_us = min(int((deadline - now) * 1e6), MAX_LIFETIME_US)
-            data = message.data
-            if lifetime_us is None:
-                header = message.prefix + fragment_tail(fragment.offset, fragment.length)
-            else:
-                header = fragment_header(
-                    message.kind,
-                    message.channel,
-                    message.message_id,
-                    len(data),
-                    fragment.offset,
-                    lifetime_us,
-                    fragment.length,
-                )
-            need = len(header) + fragment.length
-            if need > space:
+            if message.deadline is not None and message.deadline <= now:
+                queue.popleft()
+                self._expire(message)
+                continue
+            index = message.next_piece
+            piece = self._piece(message, index, now, space)
+            if piece is None:
                 return space
-            queue.popleft()
+            header, offset, length = piece
+            data = message.data
             parts.append(header)
-            if fragment.length == len(data):
+            if length == len(data):
                 parts.append(data)
             else:
-                offset = fragment.offset
-                parts.append(memoryview(data)[offset : offset + fragment.length])
-            items.append(fragment)
-            space -= need
-            if fragment.sent_once:
-                self._counters.retransmissions += 1
-            else:
-                fragment.sent_once = True
-                message.unsent -= 1
-                if message.unsent == 0 and message.kind != _RELIABLE:
-                    message.state = _DONE
+                parts.append(memoryview(data)[offset : offset + length])
+            message.next_piece = index + 1
+            if message.kind == _RELIABLE:
+                pieces.append((message, index))
+            if index + 1 == message.pieces:
+                queue.popleft()
+                if message.kind != _RELIABLE:
+                    message.state = _DONE  # all of it left; nothing to wait for
                     self.queued_bytes -= len(data)
-            if not repairs:
+            return space - len(header) - length
+        return space
+
+    def _fill_repairs(
+        self, parts: list[bytes | memoryview], pieces: list[Piece], space: int, now: float
+    ) -> int:
+        """Move repairs into the packet while they fit."""
+        repairs = self._repairs
+        while repairs:
+            message, index = repairs[0]
+            if message.state != _PENDING or message.acked[index]:  # type: ignore[index]
+                repairs.popleft()
+                continue
+            if message.deadline is not None and message.deadline <= now:
+                repairs.popleft()
+                self._expire(message)
+                continue
+            piece = self._piece(message, index, now, space)
+            if piece is None:
                 return space
+            repairs.popleft()
+            header, offset, length = piece
+            parts.append(header)
+            parts.append(memoryview(message.data)[offset : offset + length])
+            pieces.append((message, index))
+            self._counters.retransmissions += 1
+            space -= len(header) + length
         return space
 
     # -- acknowledgements and loss -----------------------------------------------------------
@@ -402,17 +430,19 @@ class Sender:
         for pn, packet in acked:
             del sent[pn]
             acked_bytes += packet.size
-            for item in packet.items:
-                if item.acked:
+            for message, index in packet.pieces:
+                flags = message.acked
+                assert flags is not None
+                if flags[index]:
                     continue
-                item.acked = True
-                if type(item) is _Fragment:
-                    message = item.message
-                    if message.kind == _RELIABLE:
-                        message.unacked -= 1
-                        if message.unacked == 0 and message.state == _PENDING:
-                            message.state = _DONE
-                            self.queued_bytes -= len(message.data)
+                flags[index] = 1
+                message.unacked -= 1
+                if message.unacked == 0 and message.state == _PENDING:
+                    message.state = _DONE
+                    self.queued_bytes -= len(message.data)
+            if packet.controls:
+                for control in packet.controls:
+                    control.acked = True
         self.bytes_in_flight -= acked_bytes
         last_pn, last_packet = acked[-1]
         # One call per ACK frame, not per packet; the newest packet's send time decides
@@ -452,33 +482,24 @@ class Sender:
         self.bytes_in_flight -= packet.size
         self._counters.packets_lost += 1
         self._cc.on_lost(packet.size, packet.sent_at, now)
-        for item in packet.items:
-            if item.acked:
-                continue
-            if isinstance(item, _Control):
-                self._controls.append(item)
-                continue
-            message = item.message
-            if message.kind != _RELIABLE or message.state != _PENDING:
+        if packet.controls:
+            self._controls.extend(c for c in packet.controls if not c.acked)
+        for message, index in packet.pieces:
+            if message.state != _PENDING or message.acked[index]:  # type: ignore[index]
                 continue
             if message.deadline is not None and message.deadline <= now:
                 self._expire(message)
             else:
-                self._repairs.append(item)
+                self._repairs.append((message, index))
 
     def _expire(self, message: _OutMessage) -> None:
         if message.state != _PENDING:
             return
         message.state = _EXPIRED
         self._counters.messages_expired += 1
-        self._release(message)
+        self.queued_bytes -= len(message.data)
         if message.kind == _RELIABLE:
             self._controls.append(_Control(encode_abandon(message.channel, message.message_id)))
-
-    def _release(self, message: _OutMessage) -> None:
-        self.queued_bytes -= len(message.data)
-
-    # -- timers ------------------------------------------------------------------------------
 
     def next_timer(self) -> float | None:
         rto_at = None

@@ -126,6 +126,7 @@ class Session:
         self._acks = AckTracker(config.max_ack_delay_s, config.ack_every_packets)
         self._reassembler = Reassembler(config, self._counters, self._events)
         self._sender: Sender | None = None
+        self._direct_limit = 0
         self._seal: PacketProtection | None = None
         self._open: PacketProtection | None = None
         self._replay = ReplayWindow(config.replay_window_packets)
@@ -231,6 +232,8 @@ class Session:
         self._sender = Sender(
             config, self._counters, self._rtt, congestion, peer.max_ack_delay_us / 1e6
         )
+        # Messages this short may fit one packet whole (the direct path); longer never do.
+        self._direct_limit = config.max_datagram_bytes - pk.DATA_OVERHEAD_BYTES
 
     def _transition(self, trigger: str) -> None:
         self.state = _TRANSITIONS[(self.state, trigger)]
@@ -268,7 +271,11 @@ class Session:
         if type(data) is not bytes:
             data = bytes(data)
         sender = self._sender
-        if sender.can_send_direct() and self._close_request is None:
+        if (
+            len(data) < self._direct_limit
+            and sender.can_send_direct()
+            and self._close_request is None
+        ):
             acks = self._acks
             pn = self._next_pn
             ack = acks.frame(now) if acks.has_unacked else None
