@@ -52,6 +52,12 @@ class Listener:
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> Session | None:
         """Feed one datagram; return the session it went to, if any. Never raises on input."""
         self.counters.bytes_received += len(data)
+        if data and data[0] == pk.DATA:
+            # The hot path: a protected packet for an established session goes straight in.
+            session = self._by_cid.get(data[1 : 1 + pk.CID_BYTES])
+            if session is not None and session.is_established:
+                session.receive_datagram(data, addr, now)
+                return session
         try:
             ptype = pk.packet_type(data)
             if ptype == pk.DATA:
