@@ -25,6 +25,7 @@ class AckTracker:
         "_max_delay",
         "_received",
         "has_unacked",
+        "next_in_order",
     )
 
     def __init__(self, max_ack_delay_s: float, ack_every: int) -> None:
@@ -36,10 +37,26 @@ class AckTracker:
         self._deadline: float | None = None
         self._largest_at = 0.0
         self.has_unacked = False
+        self.next_in_order = -1  # the number right after the highest seen (-1: none yet)
+
+    def on_next(self, now: float) -> None:
+        """An ack-eliciting packet numbered ``next_in_order`` arrived (the hot path)."""
+        pn = self.next_in_order
+        self._received.add_new(pn, pn)
+        self.next_in_order = pn + 1
+        self._largest_at = now
+        self.has_unacked = True
+        self._eliciting += 1
+        if self._eliciting >= self._ack_every:
+            self._immediate = True
+        elif self._deadline is None:
+            self._deadline = now + self._max_delay
 
     def on_packet(self, pn: int, ack_eliciting: bool, now: float) -> None:
         received = self._received
         highest = received.highest
+        if highest is None or pn > highest:
+            self.next_in_order = pn + 1
         if highest is not None and pn == highest + 1:
             received.add_new(pn, pn)  # in order: extends the last range in place
             self._largest_at = now

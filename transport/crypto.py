@@ -127,22 +127,24 @@ class ReplayWindow:
     landed on it (``pn % size``): O(1) per packet, with no big-integer shifting.
     """
 
-    __slots__ = ("_highest", "_size", "_slots")
+    __slots__ = ("_size", "_slots", "highest")
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._highest = -1
+        self.highest = -1
+        """The highest number marked; anything above it is fresh (callers may test that
+        first and skip the call)."""
         self._slots = [-1] * size
 
     def is_fresh(self, pn: int) -> bool:
-        if pn > self._highest:
+        if pn > self.highest:
             return True
-        return self._highest - pn < self._size and self._slots[pn % self._size] != pn
+        return self.highest - pn < self._size and self._slots[pn % self._size] != pn
 
     def mark(self, pn: int) -> None:
         self._slots[pn % self._size] = pn
-        if pn > self._highest:
-            self._highest = pn
+        if pn > self.highest:
+            self.highest = pn
 
 
 class RetryTokens:

@@ -6,10 +6,11 @@ import heapq
 from collections import deque
 
 from transport.config import ChannelKind, SessionConfig
+from transport.errors import DecodeError
 from transport.events import Event, Message, MessageLate
 from transport.rangeset import RangeSet
 from transport.stats import Counters
-from transport.wire import FragmentFrame
+from transport.wire import HAS_DEADLINE, FragmentFrame, fragment_prefix, read_varint
 
 _RELIABLE = int(ChannelKind.RELIABLE)
 _LATEST = int(ChannelKind.LATEST)
@@ -68,6 +69,9 @@ class Reassembler:
         self._timers: list[tuple[float, int, _Partial]] = []
         self._timer_seq = 0
         self.held_bytes = 0
+        self._lane = b""  # the header bytes the last piece's message shares (take_lane)
+        self._lane_partial: _Partial | None = None
+        self._lane_channel: _InChannel | None = None
 
     # -- input -------------------------------------------------------------------------------
 
@@ -128,17 +132,67 @@ class Reassembler:
                 return REFUSED if reliable else ACCEPTED
         elif partial.total != total:
             return VIOLATION
-        # A partial exists, so the message is still wanted: no channel checks needed here.
+        # The next piece of this message may take the lane (see :meth:`take_lane`).
+        flags = kind | (HAS_DEADLINE if lifetime_us is not None else 0)
+        self._lane = fragment_prefix(flags, channel_id, mid, total)
+        self._lane_partial = partial
+        self._lane_channel = channel
+        return self._add(channel, partial, offset, data)
+
+    def take_lane(self, payload: bytes) -> bool:
+        """Take ``payload`` if it is exactly one FRAGMENT of the message the last piece went
+        to; return False (having done nothing) otherwise, and the caller parses it fully.
+
+        The receiver's fast lane for bulk data: a message's pieces share their first header
+        bytes, so comparing them stands for parsing and checking kind, channel, id and size.
+        """
+        lane = self._lane
+        partial = self._lane_partial
+        if partial is None or not partial.alive or not payload.startswith(lane):
+            return False
+        pos = len(lane)
+        try:
+            offset = payload[pos]
+            if offset < 0x40:
+                pos += 1
+            elif offset < 0x80:
+                offset = ((offset & 0x3F) << 8) | payload[pos + 1]
+                pos += 2
+            elif offset < 0xC0:
+                offset = int.from_bytes(payload[pos : pos + 4], "big") & 0x3FFF_FFFF
+                pos += 4
+            else:
+                return False
+            if lane[1] & HAS_DEADLINE:
+                _, pos = read_varint(payload, pos)  # the partial keeps its first expiry
+            length = payload[pos]
+            if length < 0x40:
+                pos += 1
+            elif length < 0x80:
+                length = ((length & 0x3F) << 8) | payload[pos + 1]
+                pos += 2
+            else:
+                return False
+        except (IndexError, DecodeError):
+            return False
+        if pos + length != len(payload) or offset + length > partial.total or length == 0:
+            return False
+        self._add(self._lane_channel, partial, offset, payload[pos:])  # type: ignore[arg-type]
+        return True
+
+    def _add(self, channel: _InChannel, partial: _Partial, offset: int, data: bytes) -> int:
+        """Copy a piece into its partial message; deliver the message once whole."""
         hi = offset + len(data) - 1
         covered = partial.covered
         if not covered.add_new(offset, hi):
             return ACCEPTED  # a duplicate (a repair of a piece that had arrived after all)
         partial.buf[offset : hi + 1] = data
         partial.received += len(data)
+        total = partial.total
         # The count alone could be fooled by overlapping pieces, so confirm with the ranges.
         if partial.received >= total and covered.covers(0, total - 1):
             self._drop_partial(channel, partial)
-            self._complete(channel, channel_id, mid, bytes(partial.buf))
+            self._complete(channel, partial.channel, partial.message_id, bytes(partial.buf))
         return ACCEPTED
 
     def _has_room(self, size: int, head: bool) -> bool:

@@ -58,6 +58,7 @@ class _OutMessage:
         "prefix",
         "state",
         "unacked",
+        "view",
     )
 
     def __init__(
@@ -73,6 +74,7 @@ class _OutMessage:
         self.kind = kind
         self.message_id = message_id
         self.data = data
+        self.view = memoryview(data)
         self.deadline = deadline
         self.state = _PENDING
         self.chunk = chunk
@@ -259,6 +261,14 @@ class Sender:
 
     def build(self, now: float, pn: int, ack: bytes | None, ack_due: bool) -> bytes | None:
         """Plaintext payload of packet ``pn``, or None when there is nothing to send now."""
+        if (
+            ack is None
+            and len(self._active) == 1
+            and not (self._ping or self._controls or self._repairs)
+        ):
+            payload = self._build_full_piece(now, pn)
+            if payload is not None:
+                return payload
         space = self._max_payload
         parts: list[bytes | memoryview] = []
         pieces: list[Piece] = []
@@ -301,6 +311,34 @@ class Sender:
             self.bytes_in_flight += size
             if self._rto_base is None:
                 self._rto_base = now  # RFC 6298 §5.1
+        return payload
+
+    def _build_full_piece(self, now: float, pn: int) -> bytes | None:
+        """The bulk lane: a packet that is one full-size piece of a deadline-free message on
+        the only busy channel (what the general filler would build, with less bookkeeping).
+        None when the case does not apply."""
+        queue = self._queues[self._active[0]]
+        message = queue[0]
+        index = message.next_piece
+        if (
+            message.state != _PENDING
+            or message.deadline is not None
+            or index + 1 >= message.pieces  # the last piece may be short: general path
+            or self.bytes_in_flight + self._max_datagram > self._cc.window_bytes
+        ):
+            return None
+        chunk = message.chunk
+        offset = index * chunk
+        payload = (
+            message.prefix + fragment_tail(offset, chunk) + message.view[offset : offset + chunk]
+        )
+        message.next_piece = index + 1
+        size = len(payload) + DATA_OVERHEAD_BYTES
+        pieces = [(message, index)] if message.kind == _RELIABLE else _NO_PIECES
+        self._sent[pn] = _SentPacket(now, size, pieces, None)
+        self.bytes_in_flight += size
+        if self._rto_base is None:
+            self._rto_base = now  # RFC 6298 §5.1
         return payload
 
     def _fill_controls(
@@ -369,7 +407,7 @@ class Sender:
             if length == len(data):
                 parts.append(data)
             else:
-                parts.append(memoryview(data)[offset : offset + length])
+                parts.append(message.view[offset : offset + length])
             message.next_piece = index + 1
             if message.kind == _RELIABLE:
                 pieces.append((message, index))
@@ -401,7 +439,7 @@ class Sender:
             repairs.popleft()
             header, offset, length = piece
             parts.append(header)
-            parts.append(memoryview(message.data)[offset : offset + length])
+            parts.append(message.view[offset : offset + length])
             pieces.append((message, index))
             self._counters.retransmissions += 1
             space -= len(header) + length

@@ -400,7 +400,7 @@ class Session:
         if dcid != self.local_cid:
             raise DecodeError("DATA for another connection")
         replay = self._replay
-        if not replay.is_fresh(pn):
+        if pn <= replay.highest and not replay.is_fresh(pn):
             self._counters.replays_rejected += 1
             return
         assert self._open is not None
@@ -423,15 +423,27 @@ class Session:
                 self._transition("data")
                 self._events.append(Connected(peer_addr=addr))
         try:
+            if self._reassembler.take_lane(payload):
+                # Bulk data: the next piece of the message the last packet added to.
+                acks = self._acks
+                if pn == acks.next_in_order:
+                    acks.on_next(now)
+                else:
+                    acks.on_packet(pn, True, now)
+                return
             if payload and payload[0] == FRAGMENT:
-                # Bulk data: a packet that is one fragment and nothing else skips the list.
+                # A packet that is one fragment and nothing else skips the frame list.
                 kind, channel, mid, total, offset, lifetime, piece, end = parse_fragment(payload, 1)
                 if end == len(payload):
                     status = self._reassembler.on_piece(
                         kind, channel, mid, total, offset, lifetime, piece, now
                     )
                     if status == ACCEPTED:
-                        self._acks.on_packet(pn, True, now)
+                        acks = self._acks
+                        if pn == acks.next_in_order:
+                            acks.on_next(now)  # the common case, without the range search
+                        else:
+                            acks.on_packet(pn, True, now)
                     elif status == VIOLATION:
                         self._violation(now, "fragment breaks the channel or size rules")
                     return
