@@ -14,6 +14,9 @@ class AckTracker:
     An ACK goes out at once after ``ack_every`` ack-eliciting packets or on reordering (a gap
     is news the sender wants quickly, RFC 9000 §13.2.1), else within ``max_ack_delay_s``; any
     packet that is sent anyway carries one.
+
+    Packets that arrive in order only extend a pending run of numbers, folded into the range
+    set when something needs it (an ACK frame, a gap): the common case stays a few additions.
     """
 
     __slots__ = (
@@ -24,6 +27,7 @@ class AckTracker:
         "_largest_at",
         "_max_delay",
         "_received",
+        "_run_lo",
         "has_unacked",
         "next_in_order",
     )
@@ -36,36 +40,26 @@ class AckTracker:
         self._immediate = False
         self._deadline: float | None = None
         self._largest_at = 0.0
+        self._run_lo = -1  # first number of the in-order run not yet in _received (-1: none)
         self.has_unacked = False
-        self.next_in_order = -1  # the number right after the highest seen (-1: none yet)
-
-    def on_next(self, now: float) -> None:
-        """An ack-eliciting packet numbered ``next_in_order`` arrived (the hot path)."""
-        pn = self.next_in_order
-        self._received.add_new(pn, pn)
-        self.next_in_order = pn + 1
-        self._largest_at = now
-        self.has_unacked = True
-        self._eliciting += 1
-        if self._eliciting >= self._ack_every:
-            self._immediate = True
-        elif self._deadline is None:
-            self._deadline = now + self._max_delay
+        self.next_in_order = -1  # the number after the highest seen (-1: none seen yet)
 
     def on_packet(self, pn: int, ack_eliciting: bool, now: float) -> None:
-        received = self._received
-        highest = received.highest
-        if highest is None or pn > highest:
+        if pn == self.next_in_order:  # in order: the hot path
+            if self._run_lo < 0:
+                self._run_lo = pn
             self.next_in_order = pn + 1
-        if highest is not None and pn == highest + 1:
-            received.add_new(pn, pn)  # in order: extends the last range in place
             self._largest_at = now
         else:
+            self._fold_run()
+            received = self._received
+            highest = received.highest
             if ack_eliciting and highest is not None:
                 self._immediate = True  # reordered, or a gap before it
             received.add(pn, pn)
             if highest is None or pn > highest:
                 self._largest_at = now
+                self.next_in_order = pn + 1
         if ack_eliciting:
             # Only ack-eliciting packets owe an ACK (RFC 9000 §13.2.1); ACK-only packets are
             # still listed in the next ACK, but never cause one.
@@ -75,6 +69,11 @@ class AckTracker:
                 self._immediate = True
             elif self._deadline is None:
                 self._deadline = now + self._max_delay
+
+    def _fold_run(self) -> None:
+        if self._run_lo >= 0:
+            self._received.add(self._run_lo, self.next_in_order - 1)
+            self._run_lo = -1
 
     def due(self, now: float) -> bool:
         """True when an ACK must go out now even in a packet of its own."""
@@ -87,6 +86,7 @@ class AckTracker:
 
     def frame(self, now: float) -> bytes:
         """The ACK frame to send now; the tracker counts everything as acknowledged."""
+        self._fold_run()
         delay_us = int(max(0.0, now - self._largest_at) * 1e6)
         frame = encode_ack(self._received.descending(MAX_ACK_RANGES_SENT), delay_us)
         self._eliciting = 0

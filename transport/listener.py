@@ -15,7 +15,7 @@ from transport.config import SessionConfig
 from transport.crypto import RetryTokens
 from transport.errors import DecodeError
 from transport.events import SessionAccepted
-from transport.session import Address, RandBytes, Session
+from transport.session import Address, RandBytes, Session, State
 
 
 class ListenerCounters:
@@ -55,7 +55,7 @@ class Listener:
         if data and data[0] == pk.DATA:
             # The hot path: a protected packet for an established session goes straight in.
             session = self._by_cid.get(data[1 : 1 + pk.CID_BYTES])
-            if session is not None and session.is_established:
+            if session is not None and session.state is State.ESTABLISHED:
                 session.receive_datagram(data, addr, now)
                 return session
         try:

@@ -177,10 +177,13 @@ class Reassembler:
             return False
         if pos + length != len(payload) or offset + length > partial.total or length == 0:
             return False
-        self._add(self._lane_channel, partial, offset, payload[pos:])  # type: ignore[arg-type]
+        # A view, not a slice: the piece is copied once, into the message.
+        self._add(self._lane_channel, partial, offset, memoryview(payload)[pos:])  # type: ignore[arg-type]
         return True
 
-    def _add(self, channel: _InChannel, partial: _Partial, offset: int, data: bytes) -> int:
+    def _add(
+        self, channel: _InChannel, partial: _Partial, offset: int, data: bytes | memoryview
+    ) -> int:
         """Copy a piece into its partial message; deliver the message once whole."""
         hi = offset + len(data) - 1
         covered = partial.covered

@@ -425,11 +425,7 @@ class Session:
         try:
             if self._reassembler.take_lane(payload):
                 # Bulk data: the next piece of the message the last packet added to.
-                acks = self._acks
-                if pn == acks.next_in_order:
-                    acks.on_next(now)
-                else:
-                    acks.on_packet(pn, True, now)
+                self._acks.on_packet(pn, True, now)
                 return
             if payload and payload[0] == FRAGMENT:
                 # A packet that is one fragment and nothing else skips the frame list.
@@ -439,11 +435,7 @@ class Session:
                         kind, channel, mid, total, offset, lifetime, piece, now
                     )
                     if status == ACCEPTED:
-                        acks = self._acks
-                        if pn == acks.next_in_order:
-                            acks.on_next(now)  # the common case, without the range search
-                        else:
-                            acks.on_packet(pn, True, now)
+                        self._acks.on_packet(pn, True, now)
                     elif status == VIOLATION:
                         self._violation(now, "fragment breaks the channel or size rules")
                     return
