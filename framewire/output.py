@@ -243,4 +243,8 @@ def bench_table(report: Result) -> list[str]:
     ]
     for label, fw, raw in rows:
         lines.append(f"  {label:<28}{fw:>10.1f}{raw:>10.1f}{ratio(fw, raw):>9}")
+    lines.append(
+        f"  ratios: latency p50 {report['latency_ratio_p50']:.2f}x, "
+        f"goodput {report['goodput_ratio']:.2f}x (median of runs paired with raw)"
+    )
     return lines

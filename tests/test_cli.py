@@ -423,3 +423,22 @@ def test_version() -> None:
     result = run("--version")
     assert result.returncode == 0
     assert result.stdout.startswith("framewire ")
+
+
+def test_bench_table_renders_every_figure() -> None:
+    from framewire.output import bench_table
+
+    report = {
+        "loop": "uvloop",
+        "message_bytes": 1200,
+        "message_latency_us": {"p50": 120.0, "p99": 300.0},
+        "raw_latency_us": {"p50": 40.0, "p99": 100.0},
+        "iterator_latency_us": {"p50": 150.0, "p99": 350.0},
+        "aead_floor_latency_us": {"p50": 70.0, "p99": 150.0},
+        "latency_ratio_p50": 3.0,
+        "goodput_mbps": 1000.0,
+        "raw_goodput_mbps": 2000.0,
+        "goodput_ratio": 0.5,
+    }
+    text = "\n".join(bench_table(report))
+    assert "AEAD floor p50" in text and "3.00x" in text and "goodput 0.50x" in text

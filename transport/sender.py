@@ -245,6 +245,11 @@ class Sender:
             self._rto_base = now  # RFC 6298 §5.1
         return mid, payload
 
+    @property
+    def window_bytes(self) -> int:
+        """The congestion window in force."""
+        return self._cc.window_bytes
+
     def queue_ping(self) -> None:
         self._ping = True
 

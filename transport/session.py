@@ -330,7 +330,7 @@ class Session:
             messages_superseded=c.messages_superseded,
             decode_failures=c.decode_failures,
             replays_rejected=c.replays_rejected,
-            window_bytes=sender._cc.window_bytes if sender else 0,
+            window_bytes=sender.window_bytes if sender else 0,
             bytes_in_flight=sender.bytes_in_flight if sender else 0,
             send_queue_bytes=sender.queued_bytes if sender else 0,
             reassembly_bytes=self._reassembler.held_bytes,
