@@ -99,6 +99,14 @@ class PacketProtection:
         nonce = (self._iv ^ packet_number).to_bytes(IV_BYTES, "big")
         return self._aead.encrypt(nonce, plaintext, header)
 
+    @property
+    def aead(self) -> ChaCha20Poly1305:
+        return self._aead
+
+    @property
+    def iv(self) -> int:
+        return self._iv
+
     def open(self, packet_number: int, header: bytes, ciphertext: bytes) -> bytes:
         nonce = (self._iv ^ packet_number).to_bytes(IV_BYTES, "big")
         try:

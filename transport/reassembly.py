@@ -177,26 +177,33 @@ class Reassembler:
             return False
         if pos + length != len(payload) or offset + length > partial.total or length == 0:
             return False
-        # A view, not a slice: the piece is copied once, into the message.
-        self._add(self._lane_channel, partial, offset, memoryview(payload)[pos:])  # type: ignore[arg-type]
+        covered = partial.covered
+        if not covered.add_new(offset, offset + length - 1):
+            return True  # a duplicate (a repair of a piece that had arrived after all)
+        # The piece is copied once, straight from the packet into the message.
+        partial.buf[offset : offset + length] = memoryview(payload)[pos:]
+        partial.received += length
+        if partial.received >= partial.total:
+            self._maybe_complete(self._lane_channel, partial)  # type: ignore[arg-type]
         return True
 
-    def _add(
-        self, channel: _InChannel, partial: _Partial, offset: int, data: bytes | memoryview
-    ) -> int:
+    def _add(self, channel: _InChannel, partial: _Partial, offset: int, data: bytes) -> int:
         """Copy a piece into its partial message; deliver the message once whole."""
-        hi = offset + len(data) - 1
-        covered = partial.covered
-        if not covered.add_new(offset, hi):
+        length = len(data)
+        if not partial.covered.add_new(offset, offset + length - 1):
             return ACCEPTED  # a duplicate (a repair of a piece that had arrived after all)
-        partial.buf[offset : hi + 1] = data
-        partial.received += len(data)
-        total = partial.total
-        # The count alone could be fooled by overlapping pieces, so confirm with the ranges.
-        if partial.received >= total and covered.covers(0, total - 1):
+        partial.buf[offset : offset + length] = data
+        partial.received += length
+        if partial.received >= partial.total:
+            self._maybe_complete(channel, partial)
+        return ACCEPTED
+
+    def _maybe_complete(self, channel: _InChannel, partial: _Partial) -> None:
+        """Deliver a partial whose byte count reached its size, if it really is whole: the
+        count alone could be fooled by overlapping pieces, so the ranges confirm it."""
+        if partial.covered.covers(0, partial.total - 1):
             self._drop_partial(channel, partial)
             self._complete(channel, partial.channel, partial.message_id, bytes(partial.buf))
-        return ACCEPTED
 
     def _has_room(self, size: int, head: bool) -> bool:
         """Whether ``size`` more bytes fit. The next message a reliable channel waits for

@@ -13,6 +13,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
 from transport import packet as pk
 from transport.acks import AckTracker
 from transport.config import SessionConfig
@@ -129,6 +132,8 @@ class Session:
         self._direct_limit = 0
         self._seal: PacketProtection | None = None
         self._open: PacketProtection | None = None
+        self._open_aead: ChaCha20Poly1305 | None = None
+        self._open_iv = 0
         self._replay = ReplayWindow(config.replay_window_packets)
         self._next_pn = 0
         self._idle_timeout_s = config.idle_timeout_s
@@ -221,6 +226,8 @@ class Session:
         else:
             self._seal = PacketProtection(keys.server_key, keys.server_iv)
             self._open = PacketProtection(keys.client_key, keys.client_iv)
+        self._open_aead = self._open.aead
+        self._open_iv = self._open.iv
         config = self.config
         if peer.max_datagram_bytes < config.max_datagram_bytes:
             config = _with_datagram(config, peer.max_datagram_bytes)
@@ -394,7 +401,8 @@ class Session:
             self._out.append((self._accept_bytes, addr))
 
     def _on_data(self, data: bytes, addr: Address, now: float) -> None:
-        if len(data) < _DATA_OVERHEAD:
+        size = len(data)
+        if size < _DATA_OVERHEAD:
             raise DecodeError("truncated DATA packet")
         _, dcid, pn = _DATA_HEADER_UNPACK(data)
         if dcid != self.local_cid:
@@ -403,12 +411,18 @@ class Session:
         if pn <= replay.highest and not replay.is_fresh(pn):
             self._counters.replays_rejected += 1
             return
-        assert self._open is not None
-        payload = self._open.open(pn, data[:_DATA_HEADER], data[_DATA_HEADER:])
+        # PacketProtection.open, inlined: this runs once per received packet.
+        aead = self._open_aead
+        assert aead is not None
+        nonce = (self._open_iv ^ pn).to_bytes(12, "big")
+        try:
+            payload = aead.decrypt(nonce, data[_DATA_HEADER:], data[:_DATA_HEADER])
+        except InvalidTag:
+            raise DecodeError("packet authentication failed") from None
         replay.mark(pn)
         counters = self._counters
         counters.packets_received += 1
-        counters.bytes_received += len(data)
+        counters.bytes_received += size
         self._last_recv = now
         if addr != self.peer_addr:
             self.peer_addr = addr  # authenticated: the peer's address changed (NAT rebinding)
