@@ -92,13 +92,18 @@ def _quantile(samples: Sequence[float], q: float) -> float:
 # -- workers (child processes) ------------------------------------------------------------------
 
 
-async def _raw_latency_receiver(ready: Callable[[int], None], count: int) -> dict[str, Any]:
+async def _udp_latency_receiver(
+    ready: Callable[[int], None], count: int, unseal: Callable[[bytes], bytes] | None = None
+) -> dict[str, Any]:
+    """Raw UDP (``unseal`` None) or raw UDP plus an AEAD open per datagram (the floor)."""
     loop = asyncio.get_running_loop()
     samples: list[int] = []
     done = loop.create_future()
 
     class Receiver(asyncio.DatagramProtocol):
         def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+            if unseal is not None:
+                data = unseal(data)
             now = time.monotonic_ns()
             seq, sent = STAMP.unpack_from(data)
             if seq == END:
@@ -116,7 +121,10 @@ async def _raw_latency_receiver(ready: Callable[[int], None], count: int) -> dic
     return {"latency_ns": samples, "expected": count}
 
 
-async def _raw_latency_sender(port: int, count: int) -> dict[str, Any]:
+async def _udp_latency_sender(
+    port: int, count: int, seal: Callable[[int, bytes], bytes] | None = None
+) -> dict[str, Any]:
+    """Raw UDP (``seal`` None) or raw UDP plus an AEAD seal per datagram (the floor)."""
     loop = asyncio.get_running_loop()
     udp, _ = await loop.create_datagram_endpoint(
         asyncio.DatagramProtocol, remote_addr=("127.0.0.1", port)
@@ -125,10 +133,12 @@ async def _raw_latency_sender(port: int, count: int) -> dict[str, Any]:
     start = time.monotonic()
     for seq in range(count):
         await _sleep_until(start + seq * 0.001)
-        udp.sendto(STAMP.pack(seq, time.monotonic_ns()) + pad)
-    for _ in range(5):  # the end marker; repeated, UDP may drop one
-        udp.sendto(STAMP.pack(END, 0) + pad)
+        data = STAMP.pack(seq, time.monotonic_ns()) + pad
+        udp.sendto(data if seal is None else seal(seq, data))
+    for seq in range(count, count + 5):  # the end marker; repeated, UDP may drop one
         await asyncio.sleep(0.01)
+        data = STAMP.pack(END, 0) + pad
+        udp.sendto(data if seal is None else seal(seq, data))
     udp.close()
     return {"sent": count}
 
@@ -171,54 +181,38 @@ async def _fw_iter_latency_receiver(ready: Callable[[int], None], count: int) ->
     return await _fw_latency_receiver(ready, count, iterate=True)
 
 
-async def _aead_latency_receiver(ready: Callable[[int], None], count: int) -> dict[str, Any]:
-    """The floor of any encrypted transport: raw UDP plus one AEAD open per datagram."""
-    loop = asyncio.get_running_loop()
-    samples: list[int] = []
-    done = loop.create_future()
+def _floor_aead() -> tuple[Callable[[int, bytes], bytes], Callable[[bytes], bytes]]:
+    """Seal and open as framewire's DATA packets do (ChaCha20-Poly1305, packet-number nonce,
+    the 17-byte header as associated data), and nothing else."""
     aead = ChaCha20Poly1305(bytes(32))
+    cid = bytes(8)
 
-    class Receiver(asyncio.DatagramProtocol):
-        def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-            _, _, pn = FLOOR_HEADER.unpack_from(data)
-            plain = aead.decrypt(pn.to_bytes(12, "big"), data[FLOOR_HEADER.size :], data[:17])
-            now = time.monotonic_ns()
-            seq, sent = STAMP.unpack_from(plain)
-            if seq == END:
-                if not done.done():
-                    done.set_result(None)
-                return
-            samples.append(now - sent)
+    def seal(pn: int, plain: bytes) -> bytes:
+        header = FLOOR_HEADER.pack(0x40, cid, pn)
+        return header + aead.encrypt(pn.to_bytes(12, "big"), plain, header)
 
-    udp, _ = await loop.create_datagram_endpoint(Receiver, local_addr=("127.0.0.1", 0))
-    ready(udp.get_extra_info("sockname")[1])
-    try:
-        await asyncio.wait_for(done, WORKER_TIMEOUT_S)
-    finally:
-        udp.close()
-    return {"latency_ns": samples, "expected": count}
+    def unseal(data: bytes) -> bytes:
+        _, _, pn = FLOOR_HEADER.unpack_from(data)
+        size = FLOOR_HEADER.size
+        return aead.decrypt(pn.to_bytes(12, "big"), data[size:], data[:size])
+
+    return seal, unseal
+
+
+async def _raw_latency_receiver(ready: Callable[[int], None], count: int) -> dict[str, Any]:
+    return await _udp_latency_receiver(ready, count)
+
+
+async def _raw_latency_sender(port: int, count: int) -> dict[str, Any]:
+    return await _udp_latency_sender(port, count)
+
+
+async def _aead_latency_receiver(ready: Callable[[int], None], count: int) -> dict[str, Any]:
+    return await _udp_latency_receiver(ready, count, _floor_aead()[1])
 
 
 async def _aead_latency_sender(port: int, count: int) -> dict[str, Any]:
-    loop = asyncio.get_running_loop()
-    udp, _ = await loop.create_datagram_endpoint(
-        asyncio.DatagramProtocol, remote_addr=("127.0.0.1", port)
-    )
-    aead = ChaCha20Poly1305(bytes(32))
-    pad = bytes(MESSAGE_BYTES - STAMP.size)
-    cid = bytes(8)
-    start = time.monotonic()
-    for seq in [*range(count), END, END, END, END, END]:
-        if seq != END:
-            await _sleep_until(start + seq * 0.001)
-        else:
-            await asyncio.sleep(0.01)
-        plain = STAMP.pack(seq, time.monotonic_ns()) + pad
-        pn = seq & 0xFFFF_FFFF
-        header = FLOOR_HEADER.pack(0x40, cid, pn)
-        udp.sendto(header + aead.encrypt(pn.to_bytes(12, "big"), plain, header))
-    udp.close()
-    return {"sent": count}
+    return await _udp_latency_sender(port, count, _floor_aead()[0])
 
 
 async def _fw_latency_sender(port: int, count: int) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from transport.errors import DecodeError
 from transport.events import Event, Message, MessageLate
 from transport.rangeset import RangeSet
 from transport.stats import Counters
-from transport.wire import HAS_DEADLINE, FragmentFrame, fragment_prefix, read_varint
+from transport.wire import HAS_DEADLINE, FragmentFrame, fragment_prefix, parse_piece_tail
 
 _RELIABLE = int(ChannelKind.RELIABLE)
 _LATEST = int(ChannelKind.LATEST)
@@ -150,31 +150,10 @@ class Reassembler:
         partial = self._lane_partial
         if partial is None or not partial.alive or not payload.startswith(lane):
             return False
-        pos = len(lane)
         try:
-            offset = payload[pos]
-            if offset < 0x40:
-                pos += 1
-            elif offset < 0x80:
-                offset = ((offset & 0x3F) << 8) | payload[pos + 1]
-                pos += 2
-            elif offset < 0xC0:
-                offset = int.from_bytes(payload[pos : pos + 4], "big") & 0x3FFF_FFFF
-                pos += 4
-            else:
-                return False
-            if lane[1] & HAS_DEADLINE:
-                _, pos = read_varint(payload, pos)  # the partial keeps its first expiry
-            length = payload[pos]
-            if length < 0x40:
-                pos += 1
-            elif length < 0x80:
-                length = ((length & 0x3F) << 8) | payload[pos + 1]
-                pos += 2
-            else:
-                return False
-        except (IndexError, DecodeError):
-            return False
+            offset, _, length, pos = parse_piece_tail(payload, len(lane), lane[1] & HAS_DEADLINE)
+        except DecodeError:
+            return False  # the full parse reports it
         if pos + length != len(payload) or offset + length > partial.total or length == 0:
             return False
         covered = partial.covered

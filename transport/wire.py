@@ -260,42 +260,48 @@ FragmentFields = tuple[int, int, int, int, int, int | None, bytes, int]
 def parse_fragment(buf: bytes, pos: int) -> FragmentFields:
     """Parse the FRAGMENT frame whose type byte precedes ``pos``, into plain fields (the
     receiver's hot path builds no object for it)."""
-    # The hot path of every received packet: varints of up to four bytes are read inline
-    # (a function call per field would cost more than the rest of the parse).
-    n = len(buf)
     try:
         flags = buf[pos]
         channel = buf[pos + 1]
         pos += 2
         message_id = buf[pos]
-        if message_id < 0x40:
+        if message_id < 0x40:  # one-byte varints inline: a call costs more than the read
             pos += 1
         else:
             message_id, pos = read_varint(buf, pos)
-        total_len = buf[pos]
-        if total_len < 0x40:
-            pos += 1
-        elif total_len < 0x80:
-            total_len = ((total_len & 0x3F) << 8) | buf[pos + 1]
-            pos += 2
-        elif total_len < 0xC0 and pos + 4 <= n:
-            total_len = int.from_bytes(buf[pos : pos + 4], "big") & 0x3FFF_FFFF
-            pos += 4
-        else:
-            total_len, pos = read_varint(buf, pos)
+        total_len, pos = read_varint(buf, pos)
+    except IndexError:
+        raise DecodeError("truncated FRAGMENT") from None
+    if flags & ~KNOWN_FLAGS or flags & KIND_MASK == KIND_MASK:
+        raise DecodeError("unknown FRAGMENT flags")
+    offset, lifetime_us, length, pos = parse_piece_tail(buf, pos, flags & HAS_DEADLINE)
+    end = pos + length
+    if end > len(buf):
+        raise DecodeError("truncated FRAGMENT data")
+    if offset + length > total_len or (length == 0 and total_len != 0):
+        raise DecodeError("FRAGMENT outside its message")
+    return flags & KIND_MASK, channel, message_id, total_len, offset, lifetime_us, buf[pos:end], end
+
+
+def parse_piece_tail(buf: bytes, pos: int, has_deadline: int) -> tuple[int, int | None, int, int]:
+    """The part of a FRAGMENT after its total length: offset, lifetime (when the deadline
+    flag is set), data length, and the position of the data.
+
+    Every received piece goes through here, so the common varint sizes are read inline."""
+    try:
         offset = buf[pos]
         if offset < 0x40:
             pos += 1
         elif offset < 0x80:
             offset = ((offset & 0x3F) << 8) | buf[pos + 1]
             pos += 2
-        elif offset < 0xC0 and pos + 4 <= n:
+        elif offset < 0xC0 and pos + 4 <= len(buf):  # offsets past 16 KiB: big messages
             offset = int.from_bytes(buf[pos : pos + 4], "big") & 0x3FFF_FFFF
             pos += 4
         else:
             offset, pos = read_varint(buf, pos)
         lifetime_us = None
-        if flags & HAS_DEADLINE:
+        if has_deadline:
             lifetime_us, pos = read_varint(buf, pos)
         length = buf[pos]
         if length < 0x40:
@@ -307,14 +313,7 @@ def parse_fragment(buf: bytes, pos: int) -> FragmentFields:
             length, pos = read_varint(buf, pos)
     except IndexError:
         raise DecodeError("truncated FRAGMENT") from None
-    if flags & ~KNOWN_FLAGS or flags & KIND_MASK == KIND_MASK:
-        raise DecodeError("unknown FRAGMENT flags")
-    end = pos + length
-    if end > n:
-        raise DecodeError("truncated FRAGMENT data")
-    if offset + length > total_len or (length == 0 and total_len != 0):
-        raise DecodeError("FRAGMENT outside its message")
-    return flags & KIND_MASK, channel, message_id, total_len, offset, lifetime_us, buf[pos:end], end
+    return offset, lifetime_us, length, pos
 
 
 def _parse_fragment(buf: bytes, pos: int) -> tuple[Frame, int]:
