@@ -598,7 +598,7 @@ def test_stats_reflect_the_link() -> None:
 
 
 def test_idle_session_timer_never_livelocks() -> None:
-    # The keepalive deadline is computed as _last_sent + interval; it must be checked the same
+    # The keepalive deadline is computed as last send + interval; it must be checked the same
     # way, or float rounding leaves a timer that is due and does nothing.
     net = SimNetwork(seed=1, nudge_stuck_timers=False)
     net.connect()

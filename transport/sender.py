@@ -150,6 +150,8 @@ class Sender:
         self._backoff = 0
         self.bytes_in_flight = 0
         self.queued_bytes = 0
+        self.last_eliciting_at = float("-inf")
+        """When the last ack-eliciting packet was built (keepalives count from it)."""
 
     # -- queueing ----------------------------------------------------------------------------
 
@@ -238,11 +240,7 @@ class Sender:
         self._next_id[channel] = mid + 1
         self._counters.messages_sent += 1
         payload = header + data if ack is None else b"".join((ack, header, data))
-        packet_size = used + DATA_OVERHEAD_BYTES
-        self._sent[pn] = _SentPacket(now, packet_size, pieces, None)
-        self.bytes_in_flight += packet_size
-        if self._rto_base is None:
-            self._rto_base = now  # RFC 6298 §5.1
+        self._record(pn, now, used + DATA_OVERHEAD_BYTES, pieces, None)
         return mid, payload
 
     @property
@@ -311,11 +309,7 @@ class Sender:
             return None
         payload = b"".join(parts)
         if eliciting:
-            size = len(payload) + DATA_OVERHEAD_BYTES
-            self._sent[pn] = _SentPacket(now, size, pieces, controls or None)
-            self.bytes_in_flight += size
-            if self._rto_base is None:
-                self._rto_base = now  # RFC 6298 §5.1
+            self._record(pn, now, len(payload) + DATA_OVERHEAD_BYTES, pieces, controls or None)
         return payload
 
     def _build_full_piece(self, now: float, pn: int) -> bytes | None:
@@ -338,13 +332,24 @@ class Sender:
             message.prefix + fragment_tail(offset, chunk) + message.view[offset : offset + chunk]
         )
         message.next_piece = index + 1
-        size = len(payload) + DATA_OVERHEAD_BYTES
         pieces = [(message, index)] if message.kind == _RELIABLE else _NO_PIECES
-        self._sent[pn] = _SentPacket(now, size, pieces, None)
+        self._record(pn, now, len(payload) + DATA_OVERHEAD_BYTES, pieces, None)
+        return payload
+
+    def _record(
+        self,
+        pn: int,
+        now: float,
+        size: int,
+        pieces: list[Piece],
+        controls: list[_Control] | None,
+    ) -> None:
+        """Remember an ack-eliciting packet until it is acknowledged or lost."""
+        self._sent[pn] = _SentPacket(now, size, pieces, controls)
         self.bytes_in_flight += size
+        self.last_eliciting_at = now
         if self._rto_base is None:
             self._rto_base = now  # RFC 6298 §5.1
-        return payload
 
     def _fill_controls(
         self, parts: list[bytes | memoryview], controls: list[_Control], space: int

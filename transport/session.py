@@ -144,7 +144,7 @@ class Session:
         self._retried = False
         self._accept_bytes = b""
         self._last_recv = now
-        self._last_sent = now
+        self._established_at = now
         self._linger_end: float | None = None
         self._close_request: tuple[str, int, float] | None = None
         self._close_packet_at = float("-inf")
@@ -508,8 +508,14 @@ class Session:
         out = self._out
         if out:
             self._out = []
-            self._last_sent = now
         return out
+
+    def _keepalive_at(self) -> float:
+        """When a PING is due: an interval after the last ack-eliciting packet (ACK-only
+        packets do not count, so a pure receiver still pings, and so still measures RTT)."""
+        assert self._sender is not None
+        last = max(self._sender.last_eliciting_at, self._established_at)
+        return last + self.config.keepalive_interval_s
 
     def _send_protected(self, now: float) -> None:
         sender = self._sender
@@ -520,7 +526,7 @@ class Session:
             return
         # The same expression as in next_timer: a difference could round below the interval
         # and leave the timer due forever.
-        if now >= self._last_sent + self.config.keepalive_interval_s:
+        if now >= self._keepalive_at():
             sender.queue_ping()
         acks = self._acks
         counters = self._counters
@@ -604,7 +610,7 @@ class Session:
         assert self._sender is not None
         deadline = min(
             self._last_recv + self._idle_timeout_s,
-            self._last_sent + self.config.keepalive_interval_s,
+            self._keepalive_at(),
         )
         for t in (
             self._sender.next_timer(),
