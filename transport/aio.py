@@ -21,6 +21,8 @@ from transport.stats import SessionStats
 from transport.udp import DatagramIO, open_socket
 
 READS_PER_WAKEUP = 256
+INBOX_MESSAGES = 1024
+"""Messages an AsyncSession takes from its engine ahead of the program's ``receive``."""
 
 
 class AsyncSession:
@@ -41,6 +43,7 @@ class AsyncSession:
         self._drained = asyncio.Event()
         self._drain_below = -1  # >= 0 while drain() waits
         self._connected_event = asyncio.Event()
+        self._closed_event_wanted = False
         self.late = 0
 
     @property
@@ -97,6 +100,8 @@ class AsyncSession:
     async def receive(self) -> Message:
         """The next message; raises SessionClosedError once the session has closed."""
         inbox = self._inbox
+        if len(inbox) <= INBOX_MESSAGES // 2:
+            self._dispatch()  # take what the engine held back while the inbox was full
         while not inbox:
             if self._closed is not None:
                 raise SessionClosedError(self._closed.reason)
@@ -121,14 +126,19 @@ class AsyncSession:
 
     async def close(self, reason: str = "closed") -> Closed:
         """Close gracefully (reliable data is flushed first, bounded) and wait for the end."""
+        self._closed_event_wanted = True
         if self._closed is None:
             self._engine.close(time.monotonic(), reason, CloseCode.NORMAL)
             self._endpoint.schedule_flush()
+        self._dispatch()
         await self._closed_event.wait()
         assert self._closed is not None
         return self._closed
 
     async def wait_closed(self) -> Closed:
+        """Wait for the end; messages not read by then stay readable with ``receive``."""
+        self._closed_event_wanted = True
+        self._dispatch()
         await self._closed_event.wait()
         assert self._closed is not None
         return self._closed
@@ -137,7 +147,12 @@ class AsyncSession:
 
     def _dispatch(self) -> None:
         engine = self._engine
-        while (event := engine.next_event()) is not None:
+        inbox = self._inbox
+        # Messages stay in the engine while the inbox is full, so a program that does not
+        # read applies back-pressure (SessionConfig.max_undelivered_bytes) instead of letting
+        # memory grow. Closing lifts the limit: what is left will not be read.
+        limit = INBOX_MESSAGES if self._closed_event_wanted is False else 1 << 62
+        while len(inbox) < limit and (event := engine.next_event()) is not None:
             if type(event) is Message:
                 handler = self._handler
                 if handler is not None:

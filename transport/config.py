@@ -42,6 +42,9 @@ class SessionConfig:
     max_message_bytes: int = 16 * 1024 * 1024
     max_reassembly_bytes: int = 64 * 1024 * 1024
     """Bound on bytes held for partly received or out-of-order messages, per session."""
+    max_undelivered_bytes: int = 64 * 1024 * 1024
+    """Whole messages the application has not taken yet; beyond this, new reliable messages
+    are refused (repaired later: back-pressure on the sender) and others dropped."""
     max_send_queue_bytes: int = 256 * 1024 * 1024
     """Bound on bytes queued for sending; ``send`` raises UsageError beyond it."""
     reassembly_timeout_s: float = 5.0
@@ -85,6 +88,8 @@ class SessionConfig:
             raise ValueError("max_message_bytes must be positive")
         if self.max_reassembly_bytes < self.max_message_bytes:
             raise ValueError("max_reassembly_bytes must hold at least one largest message")
+        if self.max_undelivered_bytes < 0:
+            raise ValueError("max_undelivered_bytes must not be negative")
         if self.max_send_queue_bytes < self.max_message_bytes:
             raise ValueError("max_send_queue_bytes must hold at least one largest message")
         for name in (

@@ -69,6 +69,10 @@ class Reassembler:
         self._timers: list[tuple[float, int, _Partial]] = []
         self._timer_seq = 0
         self.held_bytes = 0
+        self.undelivered_bytes = 0
+        """Bytes of Message events the application has not taken yet (the session lowers it
+        in next_event); above max_undelivered_bytes new messages are refused or dropped."""
+        self._max_undelivered = config.max_undelivered_bytes
         self._lane = b""  # the header bytes the last piece's message shares (take_lane)
         self._lane_partial: _Partial | None = None
         self._lane_channel: _InChannel | None = None
@@ -122,6 +126,14 @@ class Reassembler:
                     return REFUSED  # too far ahead: repaired once the window has moved
             elif kind == _LATEST and mid <= channel.newest:
                 return ACCEPTED  # superseded already
+            if self.undelivered_bytes > self._max_undelivered:
+                # The application is not taking messages as fast as they come: back-pressure.
+                # Reliable pieces are refused (the sender repairs them later, and its window
+                # shrinks as for loss); others are dropped.
+                if reliable:
+                    return REFUSED
+                self._counters.messages_dropped += 1
+                return ACCEPTED
             if offset == 0 and len(data) == total:
                 if reliable and mid != channel.next_id and not self._has_room(total, False):
                     return REFUSED
@@ -321,6 +333,7 @@ class Reassembler:
         counters = self._counters
         counters.messages_delivered += 1
         counters.message_bytes_delivered += len(data)
+        self.undelivered_bytes += len(data)
         self._events.append(Message(channel=channel_id, message_id=mid, data=data))
 
     def _late(self, channel_id: int, mid: int) -> None:

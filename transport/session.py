@@ -31,7 +31,7 @@ from transport.crypto import (
     seal_confirm,
 )
 from transport.errors import DecodeError, UsageError
-from transport.events import Closed, Connected, Event
+from transport.events import Closed, Connected, Event, Message
 from transport.reassembly import ACCEPTED, REFUSED, VIOLATION, Reassembler
 from transport.rtt import RttEstimator
 from transport.sender import Sender
@@ -311,7 +311,12 @@ class Session:
 
     def next_event(self) -> Event | None:
         events = self._events
-        return events.popleft() if events else None
+        if not events:
+            return None
+        event = events.popleft()
+        if type(event) is Message:
+            self._reassembler.undelivered_bytes -= len(event.data)
+        return event
 
     def stats(self) -> SessionStats:
         c = self._counters
@@ -341,6 +346,7 @@ class Session:
             bytes_in_flight=sender.bytes_in_flight if sender else 0,
             send_queue_bytes=sender.queued_bytes if sender else 0,
             reassembly_bytes=self._reassembler.held_bytes,
+            undelivered_bytes=self._reassembler.undelivered_bytes,
         )
 
     # -- input -------------------------------------------------------------------------------

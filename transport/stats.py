@@ -75,3 +75,5 @@ class SessionStats:
     bytes_in_flight: int
     send_queue_bytes: int
     reassembly_bytes: int
+    undelivered_bytes: int
+    """Whole messages delivered by the engine that the program has not taken yet."""
