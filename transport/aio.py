@@ -198,10 +198,7 @@ class _Endpoint:
         self.loop.add_reader(io.sock.fileno(), self._on_readable)
 
     def _on_readable(self) -> None:
-        engine = self.engine
-        now = time.monotonic()
-        for data, addr in self.io.read(READS_PER_WAKEUP):
-            engine.receive_datagram(data, addr, now)
+        self.engine.receive_datagrams(self.io.read(READS_PER_WAKEUP), time.monotonic())
         # Wake the readers first; what we owe the peer (ACKs) goes out right after them, from
         # the ready queue, so an ACK's encryption never sits between arrival and delivery.
         self._dispatch_events()

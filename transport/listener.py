@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Sequence
 
 from transport import packet as pk
 from transport.config import SessionConfig
@@ -52,12 +53,6 @@ class Listener:
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> Session | None:
         """Feed one datagram; return the session it went to, if any. Never raises on input."""
         self.counters.bytes_received += len(data)
-        if data and data[0] == pk.DATA:
-            # The hot path: a protected packet for an established session goes straight in.
-            session = self._by_cid.get(data[1 : 1 + pk.CID_BYTES])
-            if session is not None and session.state is State.ESTABLISHED:
-                session.receive_datagram(data, addr, now)
-                return session
         try:
             ptype = pk.packet_type(data)
             if ptype == pk.DATA:
@@ -75,6 +70,32 @@ class Listener:
         except DecodeError:
             self.counters.decode_failures += 1
             return None
+
+    def receive_datagrams(self, datagrams: Sequence[tuple[bytes, Address]], now: float) -> None:
+        """Feed several datagrams (one read's worth). Runs of DATA for one established session
+        from one address go to :meth:`Session.receive_data` together (the bulk path)."""
+        count = len(datagrams)
+        i = 0
+        while i < count:
+            data, addr = datagrams[i]
+            session = None
+            if data and data[0] == pk.DATA:
+                session = self._by_cid.get(data[1 : 1 + pk.CID_BYTES])
+            if session is None or session.state is not State.ESTABLISHED:
+                self.receive_datagram(data, addr, now)
+                i += 1
+                continue
+            cid = session.local_cid
+            run = [data]
+            i += 1
+            while i < count:
+                data, other = datagrams[i]
+                if other != addr or not data.startswith(cid, 1):
+                    break
+                run.append(data)
+                i += 1
+            self.counters.bytes_received += sum(map(len, run))
+            session.receive_data(run, addr, now)
 
     def _on_initial(self, data: bytes, addr: Address, now: float) -> Session | None:
         initial = pk.decode_initial(data)

@@ -46,8 +46,7 @@ class _PollEndpoint:
             wait = timeout if timer is None else min(timeout, max(0.0, timer - now))
             select.select([self.io.sock], [], [], wait)
             now = time.monotonic()
-        for data, addr in self.io.read(READS_PER_SERVICE, until_empty=True):
-            engine.receive_datagram(data, addr, now)
+        engine.receive_datagrams(self.io.read(READS_PER_SERVICE, until_empty=True), now)
         timer = engine.next_timer()
         if timer is not None and timer <= now:
             engine.handle_timer(now)
