@@ -43,7 +43,7 @@ class AsyncSession:
         self._drained = asyncio.Event()
         self._drain_below = -1  # >= 0 while drain() waits
         self._connected_event = asyncio.Event()
-        self._closed_event_wanted = False
+        self._take_all = False  # closing: take every event, the program reads no more
         self.late = 0
 
     @property
@@ -126,7 +126,7 @@ class AsyncSession:
 
     async def close(self, reason: str = "closed") -> Closed:
         """Close gracefully (reliable data is flushed first, bounded) and wait for the end."""
-        self._closed_event_wanted = True
+        self._take_all = True
         if self._closed is None:
             self._engine.close(time.monotonic(), reason, CloseCode.NORMAL)
             self._endpoint.schedule_flush()
@@ -137,7 +137,7 @@ class AsyncSession:
 
     async def wait_closed(self) -> Closed:
         """Wait for the end; messages not read by then stay readable with ``receive``."""
-        self._closed_event_wanted = True
+        self._take_all = True
         self._dispatch()
         await self._closed_event.wait()
         assert self._closed is not None
@@ -151,7 +151,7 @@ class AsyncSession:
         # Messages stay in the engine while the inbox is full, so a program that does not
         # read applies back-pressure (SessionConfig.max_undelivered_bytes) instead of letting
         # memory grow. Closing lifts the limit: what is left will not be read.
-        limit = INBOX_MESSAGES if self._closed_event_wanted is False else 1 << 62
+        limit = (1 << 62) if self._take_all else INBOX_MESSAGES
         while len(inbox) < limit and (event := engine.next_event()) is not None:
             if type(event) is Message:
                 handler = self._handler
