@@ -20,6 +20,7 @@ from transport.packet import DATA_OVERHEAD_BYTES
 from transport.rtt import RttEstimator
 from transport.stats import Counters
 from transport.wire import (
+    HAS_DEADLINE,
     PING_BYTES,
     AckFrame,
     encode_abandon,
@@ -83,14 +84,20 @@ class _OutMessage:
         # Reliable only: one byte per piece, set once that piece is acknowledged.
         self.acked = bytearray(self.pieces) if kind == _RELIABLE else None
         self.unacked = self.pieces if kind == _RELIABLE else 0
-        # Every piece's header starts alike; built once (the deadline form differs).
-        self.prefix = (
-            b"" if deadline is not None else fragment_prefix(kind, channel, message_id, len(data))
-        )
+        # Every piece's header starts alike; built once.
+        flags = kind if deadline is None else kind | HAS_DEADLINE
+        self.prefix = fragment_prefix(flags, channel, message_id, len(data))
 
 
 Piece = tuple[_OutMessage, int]
 """A reliable message and the index of one of its pieces: what a packet must deliver."""
+
+
+def _lifetime_us(message: _OutMessage, now: float) -> int | None:
+    """What is left of the message's deadline, as a FRAGMENT carries it."""
+    if message.deadline is None:
+        return None
+    return min(int((message.deadline - now) * 1e6), MAX_LIFETIME_US)
 
 
 class _Control:
@@ -313,7 +320,7 @@ class Sender:
         return payload
 
     def _build_full_piece(self, now: float, pn: int) -> bytes | None:
-        """The bulk lane: a packet that is one full-size piece of a deadline-free message on
+        """The bulk lane: a packet that is one full-size piece of the message at the head of
         the only busy channel (what the general filler would build, with less bookkeeping).
         None when the case does not apply."""
         queue = self._queues[self._active[0]]
@@ -321,16 +328,15 @@ class Sender:
         index = message.next_piece
         if (
             message.state != _PENDING
-            or message.deadline is not None
+            or (message.deadline is not None and message.deadline <= now)  # general: expire
             or index + 1 >= message.pieces  # the last piece may be short: general path
             or self.bytes_in_flight + self._max_datagram > self._cc.window_bytes
         ):
             return None
         chunk = message.chunk
         offset = index * chunk
-        payload = (
-            message.prefix + fragment_tail(offset, chunk) + message.view[offset : offset + chunk]
-        )
+        tail = fragment_tail(offset, chunk, _lifetime_us(message, now))
+        payload = message.prefix + tail + message.view[offset : offset + chunk]
         message.next_piece = index + 1
         pieces = [(message, index)] if message.kind == _RELIABLE else _NO_PIECES
         self._record(pn, now, len(payload) + DATA_OVERHEAD_BYTES, pieces, None)
@@ -370,20 +376,7 @@ class Sender:
         """Header, offset and length of piece ``index``, or None if it does not fit."""
         offset = index * message.chunk
         length = min(message.chunk, len(message.data) - offset)
-        deadline = message.deadline
-        if deadline is None:
-            header = message.prefix + fragment_tail(offset, length)
-        else:
-            lifetime_us = min(int((deadline - now) * 1e6), MAX_LIFETIME_US)
-            header = fragment_header(
-                message.kind,
-                message.channel,
-                message.message_id,
-                len(message.data),
-                offset,
-                lifetime_us,
-                length,
-            )
+        header = message.prefix + fragment_tail(offset, length, _lifetime_us(message, now))
         if len(header) + length > space:
             return None
         return header, offset, length

@@ -191,18 +191,23 @@ def fragment_header(
     )
 
 
-def fragment_prefix(kind: int, channel: int, message_id: int, total_len: int) -> bytes:
-    """The part of a deadline-free FRAGMENT header that all pieces of a message share."""
+def fragment_prefix(flags: int, channel: int, message_id: int, total_len: int) -> bytes:
+    """The part of a FRAGMENT header that all pieces of a message share (``flags`` is the
+    kind, with HAS_DEADLINE when the pieces carry a lifetime)."""
     return b"".join(
-        (bytes((FRAGMENT, kind, channel)), encode_varint(message_id), encode_varint(total_len))
+        (bytes((FRAGMENT, flags, channel)), encode_varint(message_id), encode_varint(total_len))
     )
 
 
-def fragment_tail(offset: int, data_len: int) -> bytes:
-    """The rest of a deadline-free FRAGMENT header: offset and length."""
+def fragment_tail(offset: int, data_len: int, lifetime_us: int | None = None) -> bytes:
+    """The rest of a FRAGMENT header after :func:`fragment_prefix`: offset, the lifetime when
+    the prefix has HAS_DEADLINE, and length."""
     small = _SMALL_VARINTS
     head = small[offset] if offset < 4096 else encode_varint(offset)
-    return head + (small[data_len] if data_len < 4096 else encode_varint(data_len))
+    length = small[data_len] if data_len < 4096 else encode_varint(data_len)
+    if lifetime_us is None:
+        return head + length
+    return head + encode_varint(lifetime_us) + length
 
 
 def fragment_header_max_size(message_id: int, total_len: int) -> int:
