@@ -724,3 +724,17 @@ def _client_initial(rng: random.Random, token: bytes = b"") -> bytes:
     """A well-formed INITIAL, as a fresh client sends it (without a token by default)."""
     params = pk.Params(15_000, 5_000, 1200).encode()
     return pk.encode_initial(pk.Initial(rng.randbytes(8), rng.randbytes(32), token, params))
+
+
+def test_a_pure_receiver_measures_the_path_rtt() -> None:
+    # The server only receives: its keepalive PINGs are its only RTT samples, and the client
+    # answers a PING at once, so the samples are the path's 40 ms, not 40 ms + ACK delay.
+    net = SimNetwork(seed=67, c2s=LinkModel(delay_s=DELAY_S), s2c=LinkModel(delay_s=DELAY_S))
+    server = net.connect()
+    # An interval out of step with the link, so the client's answer cannot ride on a send
+    # that happens to fall at the PING's arrival.
+    net.send_many("client", [payload(i, 500) for i in range(300)], interval_s=0.0137)
+    net.run_for(4.5)
+    stats = server.stats()
+    assert stats.min_rtt_ms is not None  # it did sample
+    assert 2 * DELAY_S * 1000 - 0.5 <= stats.srtt_ms <= 2 * DELAY_S * 1000 + 1.0

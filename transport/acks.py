@@ -70,6 +70,11 @@ class AckTracker:
             elif self._deadline is None:
                 self._deadline = now + self._max_delay
 
+    def expedite(self) -> None:
+        """Make the ACK owed due now (the peer is probing and waits for it)."""
+        if self.has_unacked:
+            self._immediate = True
+
     def _fold_run(self) -> None:
         if self._run_lo >= 0:
             self._received.add(self._run_lo, self.next_in_order - 1)

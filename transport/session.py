@@ -499,6 +499,7 @@ class Session:
             return
         eliciting = False
         refused = False
+        ping = False
         reassembler = self._reassembler
         for frame in frames:
             ftype = type(frame)
@@ -520,6 +521,7 @@ class Session:
                 status = reassembler.on_abandon(frame.channel, frame.message_id)  # type: ignore[union-attr]
             else:  # PING
                 eliciting = True
+                ping = True
                 continue
             if status == VIOLATION:
                 self._violation(now, "frame breaks the channel, size or ACK rules")
@@ -529,6 +531,10 @@ class Session:
             # A refused reliable piece must not be acknowledged: leaving the packet out of
             # our ACKs makes the sender declare it lost and repair it.
             self._acks.on_packet(pn, eliciting, now)
+            if ping:
+                # A PING is a probe (keepalive, RTO): answer at once, so the prober's RTT
+                # sample is the path's, not our ACK delay's (a pure receiver's only samples).
+                self._acks.expedite()
 
     def _violation(self, now: float, what: str) -> None:
         """Authenticated but malformed: the peer is broken, not an attacker. End it."""
