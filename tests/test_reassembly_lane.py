@@ -5,6 +5,9 @@ from __future__ import annotations
 import random
 from collections import deque
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from transport.config import ChannelKind, SessionConfig
 from transport.events import Event, Message
 from transport.reassembly import ACCEPTED, Reassembler
@@ -76,3 +79,23 @@ def test_lane_refuses_what_the_full_parse_must_judge() -> None:
         assert reassembler.take_lane(payload)
     assert _messages(events) == [(0, 0, data)]
     assert not reassembler.take_lane(pieces[1])  # the message is complete: no lane left
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.integers(0, 199), st.integers(0, 40)), max_size=40))
+def test_partial_coverage_matches_a_set_model(pieces: list[tuple[int, int]]) -> None:
+    from transport.reassembly import _Partial
+
+    total = 200
+    partial = _Partial(0, 0, total, None)
+    seen: set[int] = set()
+    for lo, span in pieces:
+        hi = min(total - 1, lo + span)
+        new = set(range(lo, hi + 1)) - seen
+        assert partial.cover(lo, hi) == bool(new)
+        seen |= new
+        prefix = 0
+        while prefix in seen:
+            prefix += 1
+        assert partial.contig == prefix  # the contiguous prefix, exactly
+        assert all(partial.covered.covers(b, b) for b in seen if b >= prefix)

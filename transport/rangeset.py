@@ -91,5 +91,14 @@ class RangeSet:
         return i >= 0 and ranges[i][0] <= lo and ranges[i][1] >= hi
 
     @property
+    def lowest(self) -> int:
+        """The lowest value held (the set must not be empty)."""
+        return self._ranges[0][0]
+
+    def pop_lowest(self) -> int:
+        """Remove the lowest range; return its upper end."""
+        return self._ranges.pop(0)[1]
+
+    @property
     def highest(self) -> int | None:
         return self._ranges[-1][1] if self._ranges else None

@@ -22,19 +22,34 @@ VIOLATION = 2
 
 
 class _Partial:
-    """A message with some of its bytes received."""
+    """A message with some of its bytes received: a prefix ``[0, contig)`` and, beyond it,
+    the ranges in ``covered`` (pieces that came out of order)."""
 
-    __slots__ = ("alive", "buf", "channel", "covered", "expires", "message_id", "received", "total")
+    __slots__ = ("alive", "buf", "channel", "contig", "covered", "expires", "message_id", "total")
 
     def __init__(self, channel: int, message_id: int, total: int, expires: float | None) -> None:
         self.channel = channel
         self.message_id = message_id
         self.total = total
         self.buf = bytearray(total)
+        self.contig = 0
         self.covered = RangeSet()
-        self.received = 0  # new bytes so far; the message may be whole once it reaches total
         self.expires = expires
         self.alive = True
+
+    def cover(self, lo: int, hi: int) -> bool:
+        """Record bytes ``[lo, hi]`` as received; False if all of them already were."""
+        contig = self.contig
+        if lo > contig:
+            return self.covered.add_new(lo, hi)
+        if hi < contig:
+            return False
+        contig = hi + 1
+        covered = self.covered
+        while covered and covered.lowest <= contig:  # earlier out-of-order pieces now join
+            contig = max(contig, covered.pop_lowest() + 1)
+        self.contig = contig
+        return True
 
 
 class _InChannel:
@@ -168,33 +183,31 @@ class Reassembler:
             return False  # the full parse reports it
         if pos + length != len(payload) or offset + length > partial.total or length == 0:
             return False
-        covered = partial.covered
-        if not covered.add_new(offset, offset + length - 1):
+        end = offset + length
+        if offset == partial.contig and not partial.covered:
+            partial.contig = end  # the next piece in order: the bulk case
+        elif not partial.cover(offset, end - 1):
             return True  # a duplicate (a repair of a piece that had arrived after all)
         # The piece is copied once, straight from the packet into the message.
-        partial.buf[offset : offset + length] = memoryview(payload)[pos:]
-        partial.received += length
-        if partial.received >= partial.total:
-            self._maybe_complete(self._lane_channel, partial)  # type: ignore[arg-type]
+        partial.buf[offset:end] = memoryview(payload)[pos:]
+        if partial.contig >= partial.total:
+            self._finish(self._lane_channel, partial)  # type: ignore[arg-type]
         return True
 
     def _add(self, channel: _InChannel, partial: _Partial, offset: int, data: bytes) -> int:
         """Copy a piece into its partial message; deliver the message once whole."""
-        length = len(data)
-        if not partial.covered.add_new(offset, offset + length - 1):
+        end = offset + len(data)
+        if not partial.cover(offset, end - 1):
             return ACCEPTED  # a duplicate (a repair of a piece that had arrived after all)
-        partial.buf[offset : offset + length] = data
-        partial.received += length
-        if partial.received >= partial.total:
-            self._maybe_complete(channel, partial)
+        partial.buf[offset:end] = data
+        if partial.contig >= partial.total:
+            self._finish(channel, partial)
         return ACCEPTED
 
-    def _maybe_complete(self, channel: _InChannel, partial: _Partial) -> None:
-        """Deliver a partial whose byte count reached its size, if it really is whole: the
-        count alone could be fooled by overlapping pieces, so the ranges confirm it."""
-        if partial.covered.covers(0, partial.total - 1):
-            self._drop_partial(channel, partial)
-            self._complete(channel, partial.channel, partial.message_id, bytes(partial.buf))
+    def _finish(self, channel: _InChannel, partial: _Partial) -> None:
+        """Deliver a partial that has all its bytes."""
+        self._drop_partial(channel, partial)
+        self._complete(channel, partial.channel, partial.message_id, bytes(partial.buf))
 
     def _has_room(self, size: int, head: bool) -> bool:
         """Whether ``size`` more bytes fit. The next message a reliable channel waits for
