@@ -134,7 +134,6 @@ class Session:
         self._sender: Sender | None = None
         self._direct_limit = 0
         self._seal: PacketProtection | None = None
-        self._open: PacketProtection | None = None
         self._open_aead: ChaCha20Poly1305 | None = None
         self._open_iv = 0
         self._replay = ReplayWindow(config.replay_window_packets)
@@ -225,12 +224,13 @@ class Session:
         """Install keys and the send machinery once both sides' parameters are known."""
         if self.is_client:
             self._seal = PacketProtection(keys.client_key, keys.client_iv)
-            self._open = PacketProtection(keys.server_key, keys.server_iv)
+            opener = PacketProtection(keys.server_key, keys.server_iv)
         else:
             self._seal = PacketProtection(keys.server_key, keys.server_iv)
-            self._open = PacketProtection(keys.client_key, keys.client_iv)
-        self._open_aead = self._open.aead
-        self._open_iv = self._open.iv
+            opener = PacketProtection(keys.client_key, keys.client_iv)
+        # receive_data opens packets inline (its hot path), so only the parts are kept.
+        self._open_aead = opener.aead
+        self._open_iv = opener.iv
         config = self.config
         if peer.max_datagram_bytes < config.max_datagram_bytes:
             config = _with_datagram(config, peer.max_datagram_bytes)
