@@ -172,22 +172,9 @@ def fragment_header(
     data_len: int,
 ) -> bytes:
     """Everything of a FRAGMENT frame before its data."""
-    small = _SMALL_VARINTS
-    mid = small[message_id] if message_id < 4096 else encode_varint(message_id)
-    total = small[total_len] if total_len < 4096 else encode_varint(total_len)
-    off = small[offset] if offset < 4096 else encode_varint(offset)
-    length = small[data_len] if data_len < 4096 else encode_varint(data_len)
-    if lifetime_us is None:
-        return b"".join((bytes((FRAGMENT, kind, channel)), mid, total, off, length))
-    return b"".join(
-        (
-            bytes((FRAGMENT, kind | HAS_DEADLINE, channel)),
-            mid,
-            total,
-            off,
-            encode_varint(lifetime_us),
-            length,
-        )
+    flags = kind if lifetime_us is None else kind | HAS_DEADLINE
+    return fragment_prefix(flags, channel, message_id, total_len) + fragment_tail(
+        offset, data_len, lifetime_us
     )
 
 
