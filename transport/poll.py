@@ -63,12 +63,17 @@ class _PollEndpoint:
             self.io.sock.close()
 
 
-class PollSession:
-    """A client session for a game loop. Create with :func:`connect`."""
+class PollPeer:
+    """A session driven by explicit ``service`` calls: one accepted by a
+    :class:`PollListener`, or (as :class:`PollSession`) a client's own."""
 
     def __init__(self, endpoint: _PollEndpoint, engine: Session) -> None:
         self._endpoint = endpoint
         self._engine = engine
+
+    @property
+    def peer_addr(self) -> Address:
+        return self._engine.peer_addr
 
     @property
     def is_established(self) -> bool:
@@ -87,18 +92,6 @@ class PollSession:
         self._endpoint.flush(now)
         return mid
 
-    def service(self, timeout: float = 0.0) -> list[Event]:
-        """Do the session's I/O and timers; return the events since the last call."""
-        if self._endpoint.closed:
-            return []
-        self._endpoint.step(timeout)
-        events: list[Event] = []
-        while (event := self._engine.next_event()) is not None:
-            events.append(event)
-        if self._engine.is_terminated:
-            self._endpoint.close()
-        return events
-
     def stats(self) -> SessionStats:
         return self._engine.stats()
 
@@ -110,30 +103,20 @@ class PollSession:
             self._endpoint.flush(now)
 
 
-class PollPeer:
-    """A session accepted by a :class:`PollListener`."""
+class PollSession(PollPeer):
+    """A client session for a game loop, owning its socket. Create with :func:`connect`."""
 
-    def __init__(self, endpoint: _PollEndpoint, engine: Session) -> None:
-        self._endpoint = endpoint
-        self._engine = engine
-
-    @property
-    def peer_addr(self) -> Address:
-        return self._engine.peer_addr
-
-    def send(self, data: bytes, *, channel: int = 0, deadline_s: float | None = None) -> int:
-        now = time.monotonic()
-        mid = self._engine.send(data, channel=channel, deadline_s=deadline_s, now=now)
-        self._endpoint.flush(now)
-        return mid
-
-    def stats(self) -> SessionStats:
-        return self._engine.stats()
-
-    def close(self, reason: str = "closed") -> None:
-        now = time.monotonic()
-        self._engine.close(now, reason, CloseCode.NORMAL)
-        self._endpoint.flush(now)
+    def service(self, timeout: float = 0.0) -> list[Event]:
+        """Do the session's I/O and timers; return the events since the last call."""
+        if self._endpoint.closed:
+            return []
+        self._endpoint.step(timeout)
+        events: list[Event] = []
+        while (event := self._engine.next_event()) is not None:
+            events.append(event)
+        if self._engine.is_terminated:
+            self._endpoint.close()
+        return events
 
 
 class PollListener:
