@@ -420,6 +420,38 @@ def test_ack_tracker_acknowledges_exactly_what_arrived(
     assert not tracker.has_unacked and not tracker.due(1.0)
 
 
+@FAST
+@given(
+    runs=st.lists(
+        st.tuples(st.integers(0, 200), st.integers(1, 6), st.booleans()), min_size=1, max_size=30
+    )
+)
+def test_ack_tracker_run_is_the_same_as_packet_by_packet(
+    runs: list[tuple[int, int, bool]],
+) -> None:
+    """``on_eliciting_run`` (the bulk receiver's) leaves the tracker as per-packet calls do."""
+    one, batched = AckTracker(0.005, 3), AckTracker(0.005, 3)
+    seen: set[int] = set()
+    for i, (first, length, probe) in enumerate(runs):
+        pns = [pn for pn in range(first, first + length) if pn not in seen]
+        if not pns or pns != list(range(pns[0], pns[-1] + 1)):
+            continue  # the session only batches fresh, consecutive numbers
+        seen.update(pns)
+        now = i * 0.001
+        for pn in pns:
+            one.on_packet(pn, True, now)
+        batched.on_eliciting_run(pns[0], pns[-1], now)
+        assert (one.has_unacked, one.due(now), one.next_timer(), one.next_in_order) == (
+            batched.has_unacked,
+            batched.due(now),
+            batched.next_timer(),
+            batched.next_in_order,
+        )
+        if probe:  # an ACK goes out now and then, resetting both
+            assert one.frame(now + 0.0005) == batched.frame(now + 0.0005)
+    assert one.frame(1.0) == batched.frame(1.0)
+
+
 # -- engines never raise, and count what they drop --------------------------------------------
 
 

@@ -70,6 +70,24 @@ class AckTracker:
             elif self._deadline is None:
                 self._deadline = now + self._max_delay
 
+    def on_eliciting_run(self, first: int, last: int, now: float) -> None:
+        """Exactly ``on_packet(pn, True, now)`` for each ``pn`` in ``first..last`` (the bulk
+        receiver's consecutive packets, recorded with one call)."""
+        if first != self.next_in_order:
+            for pn in range(first, last + 1):
+                self.on_packet(pn, True, now)
+            return
+        if self._run_lo < 0:
+            self._run_lo = first
+        self.next_in_order = last + 1
+        self._largest_at = now
+        self.has_unacked = True
+        if self._deadline is None and self._eliciting + 1 < self._ack_every:
+            self._deadline = now + self._max_delay  # as the run's first packet would set it
+        self._eliciting += last - first + 1
+        if self._eliciting >= self._ack_every:
+            self._immediate = True
+
     def expedite(self) -> None:
         """Make the ACK owed due now (the peer is probing and waits for it)."""
         if self.has_unacked:

@@ -441,6 +441,12 @@ class Session:
         take_lane = self._reassembler.take_lane
         acks = self._acks
         counters = self._counters
+        established = self.state is _ESTABLISHED
+        opened = 0
+        opened_bytes = 0
+        # Bulk pieces arrive in packet-number order; their ACK bookkeeping is one call per
+        # run of consecutive numbers instead of one per packet.
+        run_first = run_last = -2
         for data in datagrams:
             size = len(data)
             if size < _DATA_OVERHEAD or data[0] != pk.DATA or not data.startswith(local_cid, 1):
@@ -458,16 +464,30 @@ class Session:
                 counters.decode_failures += 1
                 continue
             replay.mark(pn)
-            counters.packets_received += 1
-            counters.bytes_received += size
-            self._last_recv = now
-            if addr != self.peer_addr:
-                self.peer_addr = addr  # authenticated: the peer's address changed (rebinding)
-            if self.state is _ESTABLISHED and take_lane(payload):
+            if not opened:
+                self._last_recv = now
+                if addr != self.peer_addr:
+                    self.peer_addr = addr  # authenticated: the peer's address changed
+            opened += 1
+            opened_bytes += size
+            if established and take_lane(payload):
                 # Bulk data: the next piece of the message the last packet added to.
-                acks.on_packet(pn, True, now)
-            else:
-                self._on_payload(payload, pn, addr, now)
+                if pn == run_last + 1:
+                    run_last = pn
+                    continue
+                if run_last >= 0:
+                    acks.on_eliciting_run(run_first, run_last, now)
+                run_first = run_last = pn
+                continue
+            if run_last >= 0:
+                acks.on_eliciting_run(run_first, run_last, now)
+                run_first = run_last = -2
+            self._on_payload(payload, pn, addr, now)
+            established = self.state is _ESTABLISHED
+        if run_last >= 0:
+            acks.on_eliciting_run(run_first, run_last, now)
+        counters.packets_received += opened
+        counters.bytes_received += opened_bytes
 
     def _on_payload(self, payload: bytes, pn: int, addr: Address, now: float) -> None:
         """Act on an authenticated payload (§4.7)."""
