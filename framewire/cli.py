@@ -266,13 +266,43 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench",
         parents=[loop_again],
-        help="loopback latency and goodput against raw UDP",
-        description="Measure message latency and goodput on loopback, framewire against raw "
-        "UDP on the same event loop, in separate processes.",
+        help="latency benchmarks: loopback against raw UDP, or named link scenarios",
+        description="Without SCENARIO: message latency and goodput on loopback, framewire "
+        "against raw UDP on the same event loop, in separate processes. With SCENARIO names: "
+        "message and video-frame latency through each scenario's impaired link (simulated, "
+        "or through the real relay with --real), next to raw UDP through the same link.",
     )
-    bench.add_argument("--quick", action="store_true", help="the CI size (about 15 s)")
+    bench.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="see --list")
+    bench.add_argument("--list", action="store_true", help="list the scenarios, one per line")
+    bench.add_argument("--quick", action="store_true", help="the CI size")
+    bench.add_argument("--out", metavar="DIR", help="write JSON, summary.md and PNG plots here")
+    bench.add_argument(
+        "--real", action="store_true", help="through the UDP relay on loopback (not simulated)"
+    )
+    bench.add_argument(
+        "--compare",
+        metavar="SYSTEMS",
+        default="",
+        help="also run these through the same relay: aiortc,srt (installed when missing)",
+    )
+    bench.add_argument("--trace", metavar="FILE", help="a scenario replaying this trace file")
+    bench.add_argument("--traces", metavar="DIR", help="the shared traces folder")
+    bench.add_argument("--seed", type=int, default=1, help="impairment seed (1)")
     output_flags(bench, child=False)
     bench.set_defaults(run=_cmd_bench)
+
+    impair = commands.add_parser(
+        "impair",
+        help="a UDP relay that impairs the link between two peers",
+        description="Relay UDP between peers sending to --listen and the peer at --to, "
+        "through the impairment model (delay, jitter, loss, bursts, reordering, duplication, "
+        "rate limit, spikes, recorded traces). A live counter line on stderr; a JSON summary "
+        "on stdout when it stops (Ctrl-C, SIGTERM or --duration).",
+    )
+    from bench.relay import add_relay_arguments
+
+    add_relay_arguments(impair)
+    impair.set_defaults(run=_cmd_impair)
     return parser
 
 
@@ -446,8 +476,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_impair(args: argparse.Namespace) -> int:
+    from bench.relay import run_relay
+
+    return run_relay(args)
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from bench import BenchPlan, measure
+
+    if args.list or args.scenarios or args.trace:
+        return _cmd_bench_scenarios(args)
 
     plan = BenchPlan.quick(args.loop) if args.quick else BenchPlan.full(args.loop)
 
@@ -461,6 +500,54 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         emit_json(report)
     else:
         sys.stdout.write("\n".join(bench_table(report)) + "\n")
+    return EXIT_OK
+
+
+def _cmd_bench_scenarios(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bench import report, suite
+    from bench.scenarios import catalogue, file_trace_scenario, scenario
+
+    traces = Path(args.traces) if args.traces else None
+    if args.traces and not traces.is_dir():  # type: ignore[union-attr]
+        raise CommandError(f"traces folder {args.traces} is missing", exit_code=EXIT_USAGE)
+    if args.list:
+        scenarios = catalogue(traces)
+        if traces is None and not any(s.name.startswith("trace/") for s in scenarios):
+            sys.stderr.write(
+                "bench: no shared traces folder (../shared/traces): trace "
+                "scenarios are not listed (pass --traces DIR)\n"
+            )
+        sys.stdout.write("".join(s.line() + "\n" for s in scenarios))
+        return EXIT_OK
+    chosen = [scenario(name, traces) for name in args.scenarios]
+    if args.trace:
+        chosen.append(file_trace_scenario(Path(args.trace)))
+    compare = [c for c in args.compare.split(",") if c]
+    unknown = sorted(set(compare) - {"aiortc", "srt"})
+    if unknown:
+        raise CommandError(
+            f"--compare: unknown system {unknown[0]!r} (aiortc, srt)", exit_code=EXIT_USAGE
+        )
+    plan = suite.Plan.quick(args.seed) if args.quick else suite.Plan.full(args.seed)
+
+    def say(text: str) -> None:
+        if not args.quiet:
+            sys.stderr.write(f"bench: {text}\n")
+            sys.stderr.flush()
+
+    results = suite.run(chosen, plan, real=args.real, compare=compare, say=say)
+    out = Path(args.out) if args.out else Path("bench-results")
+    out.mkdir(parents=True, exist_ok=True)
+    for result in results:
+        report.write_scenario(result, out)
+    summary = report.write_summary(results, out)
+    say(f"wrote {summary} and per-scenario JSON and PNG plots in {out}/")
+    if args.json:
+        emit_json({"out": str(out), "results": [suite.without_series(r) for r in results]})
+    else:
+        sys.stdout.write("\n".join(report.summary_table(results)) + "\n")
     return EXIT_OK
 
 

@@ -19,11 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings, target
 from hypothesis import strategies as st
 
-from tests.sim import (
+from bench.simlink import (
     CLIENT_ADDR,
     SERVER_ADDR,
     Direction,
-    LinkModel,
+    LinkConfig,
     SimNetwork,
     packet_number,
     payload,
@@ -463,7 +463,7 @@ def _cids() -> tuple[bytes, bytes]:
 
 
 def _established() -> SimNetwork:
-    net = SimNetwork(seed=SEED, c2s=LinkModel(delay_s=0.01))
+    net = SimNetwork(seed=SEED, c2s=LinkConfig(delay_s=0.01))
     net.connect()
     return net
 
@@ -568,7 +568,7 @@ def _captured() -> tuple[tuple[Direction, bytes], ...]:
 
 
 def _exchange(capture: bool = True) -> SimNetwork:
-    net = SimNetwork(seed=SEED, c2s=LinkModel(delay_s=0.01), capture=capture)
+    net = SimNetwork(seed=SEED, c2s=LinkConfig(delay_s=0.01), capture=capture)
     net.connect()
     net.send_many("client", [payload(i, 700 * i) for i in range(4)])
     net.send_many("server", [payload(i, 50) for i in range(4)])
@@ -664,8 +664,8 @@ def test_peer_cannot_push_reassembly_past_its_bound(
     net = SimNetwork(
         seed=SEED,
         config=BOUNDED,
-        c2s=LinkModel(delay_s=0.01, loss=loss),
-        s2c=LinkModel(delay_s=0.01),
+        c2s=LinkConfig(delay_s=0.01, loss=loss),
+        s2c=LinkConfig(delay_s=0.01),
         tap=DropEvery(period, phase % period),
     )
     server = net.connect()
@@ -710,7 +710,7 @@ def _sent_index(net: SimNetwork, channel: int, message_id: int) -> int:
 
 
 def test_unreliable_pressure_evicts_oldest_partials_within_the_bound() -> None:
-    net = SimNetwork(seed=SEED, config=BOUNDED, c2s=LinkModel(delay_s=0.01), tap=DropEvery(3, 1))
+    net = SimNetwork(seed=SEED, config=BOUNDED, c2s=LinkConfig(delay_s=0.01), tap=DropEvery(3, 1))
     server = net.connect()
     peak = 0
 

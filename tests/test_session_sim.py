@@ -11,11 +11,11 @@ import random
 
 import pytest
 
-from tests.sim import (
+from bench.simlink import (
     CLIENT_ADDR,
     SERVER_ADDR,
     Direction,
-    LinkModel,
+    LinkConfig,
     Side,
     SimNetwork,
     next_packet_number,
@@ -31,9 +31,9 @@ from transport.session import CloseCode
 
 DELAY_S = 0.020
 LOSSY = {
-    0.0: LinkModel(delay_s=DELAY_S, jitter_s=0.005, reorder=0.05, duplicate=0.05),
-    0.05: LinkModel(delay_s=DELAY_S, jitter_s=0.005, loss=0.05, reorder=0.05, duplicate=0.05),
-    0.2: LinkModel(delay_s=DELAY_S, jitter_s=0.005, loss=0.2, reorder=0.05, duplicate=0.05),
+    0.0: LinkConfig(delay_s=DELAY_S, jitter_s=0.005, reorder=0.05, duplicate=0.05),
+    0.05: LinkConfig(delay_s=DELAY_S, jitter_s=0.005, loss=0.05, reorder=0.05, duplicate=0.05),
+    0.2: LinkConfig(delay_s=DELAY_S, jitter_s=0.005, loss=0.2, reorder=0.05, duplicate=0.05),
 }
 
 
@@ -70,7 +70,7 @@ def assert_exactly_once_in_order(net: SimNetwork, sender: Side, channel: int) ->
 
 
 def test_handshake_completes_after_one_stateless_retry() -> None:
-    net = SimNetwork(seed=1, c2s=LinkModel(delay_s=0.010))
+    net = SimNetwork(seed=1, c2s=LinkConfig(delay_s=0.010))
     server = net.connect()
 
     assert net.listener.counters.retries_sent == 1
@@ -84,11 +84,11 @@ def test_handshake_completes_after_one_stateless_retry() -> None:
     assert net.client.is_established and server.is_established
 
 
-@pytest.mark.parametrize("seed", [1, 5, 7, 8])
+@pytest.mark.parametrize("seed", [1, 4, 8, 44])
 def test_handshake_completes_despite_heavy_loss(seed: int) -> None:
     # These seeds lose one to four of the INITIAL, RETRY and ACCEPT datagrams; resending the
     # INITIAL with backoff (and the listener answering it again) gets through.
-    net = SimNetwork(seed=seed, c2s=LinkModel(delay_s=0.010, loss=0.2))
+    net = SimNetwork(seed=seed, c2s=LinkConfig(delay_s=0.010, loss=0.2))
     server = net.connect(timeout_s=5.0)
     assert net.links["c2s"].datagrams_lost + net.links["s2c"].datagrams_lost > 0
     assert net.client_events[:1] == [Connected(peer_addr=SERVER_ADDR)]
@@ -100,7 +100,7 @@ def test_handshake_completes_despite_heavy_loss(seed: int) -> None:
 
 
 def test_handshake_times_out_when_listener_unreachable() -> None:
-    net = SimNetwork(seed=1, c2s=LinkModel(delay_s=0.010).blackout(0.0, 100.0))
+    net = SimNetwork(seed=1, c2s=LinkConfig(delay_s=0.010).blackout(0.0, 100.0))
     net.run(10.0)
 
     closed = net.closed("client")
@@ -167,7 +167,7 @@ def test_reliable_mixed_sizes_including_empty() -> None:
 
 
 def test_reliable_one_megabyte_message() -> None:
-    net = SimNetwork(seed=3, c2s=LinkModel(delay_s=DELAY_S, loss=0.02))
+    net = SimNetwork(seed=3, c2s=LinkConfig(delay_s=DELAY_S, loss=0.02))
     server = net.connect()
     big = random.Random(3).randbytes(1 << 20)
     net.send("client", big)
@@ -184,7 +184,7 @@ def test_reliable_one_megabyte_message() -> None:
 
 def test_unreliable_is_not_held_behind_a_reliable_message_under_loss() -> None:
     net = SimNetwork(
-        seed=11, c2s=LinkModel(delay_s=DELAY_S, loss=0.2), s2c=LinkModel(delay_s=DELAY_S)
+        seed=11, c2s=LinkConfig(delay_s=DELAY_S, loss=0.2), s2c=LinkConfig(delay_s=DELAY_S)
     )
     net.connect()
     start = net.now
@@ -213,8 +213,8 @@ def test_unreliable_is_not_held_behind_a_reliable_message_under_loss() -> None:
 
 
 def test_latest_only_never_goes_back_and_drops_superseded() -> None:
-    link = LinkModel(delay_s=DELAY_S, jitter_s=0.015, loss=0.2)
-    net = SimNetwork(seed=13, c2s=link, s2c=LinkModel(delay_s=DELAY_S))
+    link = LinkConfig(delay_s=DELAY_S, jitter_s=0.015, loss=0.2)
+    net = SimNetwork(seed=13, c2s=link, s2c=LinkConfig(delay_s=DELAY_S))
     server = net.connect()
     # Three fragments each, every 5 ms: more than the window carries at this loss, jitter
     # reorders the fragments, and loss leaves partials behind.
@@ -239,7 +239,7 @@ def test_latest_only_never_goes_back_and_drops_superseded() -> None:
 
 def test_latest_only_keeps_delivering_under_sustained_load() -> None:
     net = SimNetwork(
-        seed=1, c2s=LinkModel(delay_s=DELAY_S, loss=0.2), s2c=LinkModel(delay_s=DELAY_S)
+        seed=1, c2s=LinkConfig(delay_s=DELAY_S, loss=0.2), s2c=LinkConfig(delay_s=DELAY_S)
     )
     net.connect()
     start = net.now
@@ -259,7 +259,7 @@ def test_latest_only_keeps_delivering_under_sustained_load() -> None:
 def test_no_head_of_line_blocking_between_reliable_channels() -> None:
     config = SessionConfig(channels=(ChannelKind.RELIABLE, ChannelKind.RELIABLE))
     dropper = Dropper("c2s")
-    net = SimNetwork(seed=17, config=config, c2s=LinkModel(delay_s=DELAY_S), tap=dropper)
+    net = SimNetwork(seed=17, config=config, c2s=LinkConfig(delay_s=DELAY_S), tap=dropper)
     net.connect()
     net.run_for(0.1)
     # The first message of channel 0 goes alone in the next packet, and that packet is lost.
@@ -293,7 +293,7 @@ def test_no_head_of_line_blocking_between_reliable_channels() -> None:
 
 def test_reliable_deadline_under_blackout_expires_and_channel_moves_on() -> None:
     t0 = 1.0
-    link = LinkModel(delay_s=DELAY_S).blackout(t0, t0 + 1.0)
+    link = LinkConfig(delay_s=DELAY_S).blackout(t0, t0 + 1.0)
     net = SimNetwork(seed=19, c2s=link)
     server = net.connect()
     net.send_many("client", [payload(i, 300) for i in range(3)])
@@ -317,7 +317,7 @@ def test_reliable_deadline_under_blackout_expires_and_channel_moves_on() -> None
 
 def test_unreliable_deadline_with_missing_fragment_is_late_and_memory_freed() -> None:
     dropper = Dropper("c2s")
-    net = SimNetwork(seed=23, c2s=LinkModel(delay_s=DELAY_S), tap=dropper)
+    net = SimNetwork(seed=23, c2s=LinkConfig(delay_s=DELAY_S), tap=dropper)
     server = net.connect()
     net.run_for(0.1)
     first = next_packet_number(net.client)
@@ -352,7 +352,7 @@ def test_unreliable_deadline_with_missing_fragment_is_late_and_memory_freed() ->
 
 
 def test_session_survives_ten_second_blackout_and_delivers_queued_data() -> None:
-    link = LinkModel(delay_s=DELAY_S).blackout(1.0, 11.0)  # both ways: s2c takes c2s's model
+    link = LinkConfig(delay_s=DELAY_S).blackout(1.0, 11.0)  # both ways: s2c takes c2s's model
     net = SimNetwork(seed=29, c2s=link)
     server = net.connect()
     net.run(1.5)
@@ -374,7 +374,7 @@ def test_session_survives_ten_second_blackout_and_delivers_queued_data() -> None
 
 
 def test_twenty_second_blackout_closes_both_sides_on_idle_timeout() -> None:
-    link = LinkModel(delay_s=DELAY_S).blackout(1.0, 21.0)
+    link = LinkConfig(delay_s=DELAY_S).blackout(1.0, 21.0)
     net = SimNetwork(seed=31, c2s=link)
     server = net.connect()
     net.run(25.0)
@@ -405,7 +405,7 @@ def test_graceful_close_delivers_in_flight_data_then_both_close() -> None:
             return None
         return data
 
-    net = SimNetwork(seed=37, c2s=LinkModel(delay_s=DELAY_S, loss=0.05), tap=close_goes_through)
+    net = SimNetwork(seed=37, c2s=LinkConfig(delay_s=DELAY_S, loss=0.05), tap=close_goes_through)
     server = net.connect()
     # About 0.8 s of transfer at this loss: well inside close_flush_timeout_s.
     net.send_many("client", [payload(i, 1000) for i in range(200)])
@@ -426,7 +426,7 @@ def test_graceful_close_delivers_in_flight_data_then_both_close() -> None:
 
 
 def test_close_gives_up_flushing_after_close_flush_timeout() -> None:
-    net = SimNetwork(seed=39, c2s=LinkModel(delay_s=DELAY_S).blackout(1.0, 60.0))
+    net = SimNetwork(seed=39, c2s=LinkConfig(delay_s=DELAY_S).blackout(1.0, 60.0))
     net.connect()
     net.run(1.0)
     net.send_many("client", [payload(i, 1000) for i in range(5)])
@@ -451,7 +451,7 @@ def test_graceful_close_survives_one_lost_close_datagram() -> None:
             return None
         return data
 
-    net = SimNetwork(seed=41, c2s=LinkModel(delay_s=DELAY_S), tap=lose_first_close)
+    net = SimNetwork(seed=41, c2s=LinkConfig(delay_s=DELAY_S), tap=lose_first_close)
     net.connect()
     net.send_many("client", [payload(i, 500) for i in range(10)])
     net.run_until_quiet()
@@ -511,7 +511,7 @@ def test_retry_token_is_bound_to_the_address_it_was_issued_to() -> None:
 
 
 def test_replayed_datagrams_are_rejected_and_not_delivered_twice() -> None:
-    net = SimNetwork(seed=53, c2s=LinkModel(delay_s=DELAY_S), capture=True)
+    net = SimNetwork(seed=53, c2s=LinkConfig(delay_s=DELAY_S), capture=True)
     server = net.connect()
     net.send_many("client", [payload(i, 1500) for i in range(40)])
     net.send_many("server", [payload(i, 700) for i in range(40)])
@@ -550,7 +550,7 @@ def test_tampered_datagram_is_dropped_and_repaired() -> None:
             return bytes(changed)
         return data
 
-    net = SimNetwork(seed=59, c2s=LinkModel(delay_s=DELAY_S), tap=flip)
+    net = SimNetwork(seed=59, c2s=LinkConfig(delay_s=DELAY_S), tap=flip)
     server = net.connect()
     net.run_for(0.1)
     first = next_packet_number(net.client)
@@ -568,7 +568,7 @@ def test_tampered_datagram_is_dropped_and_repaired() -> None:
 
 
 def test_stats_reflect_the_link() -> None:
-    net = SimNetwork(seed=61, c2s=LinkModel(delay_s=DELAY_S, loss=0.1))
+    net = SimNetwork(seed=61, c2s=LinkConfig(delay_s=DELAY_S, loss=0.1))
     server = net.connect()
     net.send_many("client", [payload(i, 1000) for i in range(300)], interval_s=0.002)
     net.send_many("server", [payload(i, 100) for i in range(300)], interval_s=0.002)
@@ -624,7 +624,7 @@ def test_reliable_channel_does_not_stall_when_reassembly_memory_is_full() -> Non
     # must be refused (and, not acknowledged, repaired later) instead of thrown away.
     config = SessionConfig(max_message_bytes=4000, max_reassembly_bytes=8000)
     dropper = Dropper("c2s")
-    net = SimNetwork(seed=67, config=config, c2s=LinkModel(delay_s=0.01), tap=dropper)
+    net = SimNetwork(seed=67, config=config, c2s=LinkConfig(delay_s=0.01), tap=dropper)
     server = net.connect()
     net.run_for(0.1)
     dropper.packet_numbers.add(next_packet_number(net.client))  # a fragment of message 0
@@ -650,7 +650,7 @@ def test_out_of_order_small_reliable_messages_respect_the_memory_bound() -> None
     # max_message_bytes of headroom beyond max_reassembly_bytes.
     bound = config.max_reassembly_bytes + config.max_message_bytes
     dropper = Dropper("c2s")
-    net = SimNetwork(seed=71, config=config, c2s=LinkModel(delay_s=0.01), tap=dropper)
+    net = SimNetwork(seed=71, config=config, c2s=LinkConfig(delay_s=0.01), tap=dropper)
     server = net.connect()
     net.run_for(0.1)
     dropper.packet_numbers.add(next_packet_number(net.client))  # message 0
@@ -672,7 +672,7 @@ def test_out_of_order_small_reliable_messages_respect_the_memory_bound() -> None
 
 def test_terminated_session_ignores_late_datagrams() -> None:
     # Only the server-to-client direction goes dark: the client times out, the server does not.
-    net = SimNetwork(seed=73, s2c=LinkModel(delay_s=DELAY_S).blackout(1.0, 17.0))
+    net = SimNetwork(seed=73, s2c=LinkConfig(delay_s=DELAY_S).blackout(1.0, 17.0))
     server = net.connect()
     net.run(16.5)
     assert net.closed("client") is not None and net.client.is_terminated
@@ -689,7 +689,7 @@ def test_terminated_session_ignores_late_datagrams() -> None:
 def test_expired_reliable_message_is_reported_late_once() -> None:
     t0 = 1.0
     dropper = Dropper("c2s")
-    link = LinkModel(delay_s=0.010).blackout(t0 + 0.0005, t0 + 0.5)
+    link = LinkConfig(delay_s=0.010).blackout(t0 + 0.0005, t0 + 0.5)
     net = SimNetwork(seed=79, c2s=link, tap=dropper)
     server = net.connect()
     net.run(t0)
@@ -729,7 +729,7 @@ def _client_initial(rng: random.Random, token: bytes = b"") -> bytes:
 def test_a_pure_receiver_measures_the_path_rtt() -> None:
     # The server only receives: its keepalive PINGs are its only RTT samples, and the client
     # answers a PING at once, so the samples are the path's 40 ms, not 40 ms + ACK delay.
-    net = SimNetwork(seed=67, c2s=LinkModel(delay_s=DELAY_S), s2c=LinkModel(delay_s=DELAY_S))
+    net = SimNetwork(seed=67, c2s=LinkConfig(delay_s=DELAY_S), s2c=LinkConfig(delay_s=DELAY_S))
     server = net.connect()
     # An interval out of step with the link, so the client's answer cannot ride on a send
     # that happens to fall at the PING's arrival.

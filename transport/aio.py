@@ -45,6 +45,8 @@ class AsyncSession:
         self._connected_event = asyncio.Event()
         self._take_all = False  # closing: take every event, the program reads no more
         self.late = 0
+        """Messages the peer sent that arrived too late (past their deadline) or never."""
+        self.late_by_channel: dict[int, int] = {}
 
     @property
     def peer_addr(self) -> Address:
@@ -169,6 +171,8 @@ class AsyncSession:
                     waiter.set_result(None)
             elif type(event) is MessageLate:
                 self.late += 1
+                channel = event.channel
+                self.late_by_channel[channel] = self.late_by_channel.get(channel, 0) + 1
             elif type(event) is Connected:
                 self._connected_event.set()
             elif isinstance(event, Closed):

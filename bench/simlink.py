@@ -1,9 +1,11 @@
-"""A deterministic simulated link between a client :class:`Session` and a :class:`Listener`.
+"""The simulated link: a client :class:`Session` and a :class:`Listener` joined in memory.
 
-This is the main test tier (STYLE rule 6): two sans-I/O engines, a link per direction with
-seeded impairments, and a fake clock that jumps straight to the next thing that can happen
-(a datagram arriving, an engine timer, a scheduled action). No sockets, no sleeps, no wall
-clock, so a run is fast and the same seed gives the same run, datagram for datagram.
+The first driver of the impairment model (:mod:`bench.impair`; the relay is the other). It is
+the main test tier (STYLE rule 6) and the fast benchmark bench: two sans-I/O engines, one
+:class:`~bench.impair.Impairment` per direction, and a fake clock that jumps straight to the
+next thing that can happen (a datagram arriving, an engine timer, a scheduled action). No
+sockets, no sleeps, no wall clock, so a run is fast and the same seed gives the same run,
+datagram for datagram.
 
 A step limit (over the simulation's life) turns a livelock into a failure instead of a hung
 test. A *stuck timer* (an engine whose ``next_timer()`` stays due after ``handle_timer(now)``
@@ -20,9 +22,10 @@ import heapq
 import math
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
+from bench.impair import Impairment, LinkConfig, LinkCounters
 from transport import packet as pk
 from transport.config import SessionConfig
 from transport.events import Closed, Connected, Event, Message, MessageLate, SessionAccepted
@@ -39,6 +42,8 @@ Tap = Callable[[Direction, bytes, float], bytes | None]
 send it on, or None to drop it."""
 
 DEFAULT_MAX_STEPS = 200_000
+DEFAULT_DELAY_S = 0.010
+"""One-way delay of the link when the caller gives none."""
 NUDGE_STUCK_TIMERS = False
 """Default of ``SimNetwork(nudge_stuck_timers=...)``. True only until the loss-timer livelock
 (``test_session_sim.py::test_loss_detection_timer_never_livelocks``, a strict xfail) is fixed:
@@ -59,69 +64,32 @@ class SimulationTimeout(AssertionError):
 # -- the link ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LinkModel:
-    """Impairments of one direction of the link.
-
-    Every datagram draws the same number of random values whatever the settings, so turning
-    one impairment on does not reshuffle the others' outcomes for a given seed.
-    """
-
-    delay_s: float = 0.010
-    """One-way propagation delay."""
-    jitter_s: float = 0.0
-    """Extra delay, uniform in ``[0, jitter_s]``; datagrams may overtake each other."""
-    loss: float = 0.0
-    """Probability that a datagram is lost (0..1)."""
-    reorder: float = 0.0
-    """Probability that a datagram is held back by ``reorder_delay_s`` (0..1)."""
-    reorder_delay_s: float = 0.005
-    duplicate: float = 0.0
-    """Probability that a datagram arrives twice (0..1); the copy takes its own jitter."""
-    blackouts: tuple[tuple[float, float], ...] = ()
-    """Windows ``[start_s, end_s)`` of 100% loss, by send time."""
-
-    def __post_init__(self) -> None:
-        for name in ("loss", "reorder", "duplicate"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be within 0..1")
-        for name in ("delay_s", "jitter_s", "reorder_delay_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative")
-        for start, end in self.blackouts:
-            if end < start:
-                raise ValueError("a blackout must not end before it starts")
-
-    def blackout(self, start_s: float, end_s: float) -> LinkModel:
-        """This model with a window of 100% loss added."""
-        return replace(self, blackouts=(*self.blackouts, (start_s, end_s)))
-
-    def is_blacked_out(self, t: float) -> bool:
-        return any(start <= t < end for start, end in self.blackouts)
-
-    def arrivals(self, now: float, rng: random.Random) -> list[float]:
-        """When a datagram sent at ``now`` arrives: no entry (lost), one, or two (duplicated)."""
-        u_loss, u_dup, u_reorder, u_jitter, u_jitter_dup = (rng.random() for _ in range(5))
-        if u_loss < self.loss or self.is_blacked_out(now):
-            return []
-        first = now + self.delay_s + u_jitter * self.jitter_s
-        if u_reorder < self.reorder:
-            first += self.reorder_delay_s
-        if u_dup < self.duplicate:
-            return [first, now + self.delay_s + u_jitter_dup * self.jitter_s]
-        return [first]
-
-
 class Link:
-    """One direction: a model, its own random stream, and what happened on it."""
+    """One direction: the impairment model with its own seeded state, and what it did."""
 
-    def __init__(self, model: LinkModel, rng: random.Random) -> None:
-        self.model = model
-        self.rng = rng
-        self.datagrams_sent = 0
-        self.bytes_sent = 0
-        self.datagrams_lost = 0
-        self.datagrams_duplicated = 0
+    def __init__(self, config: LinkConfig, seed: str) -> None:
+        self.config = config
+        self.impairment = Impairment(config, seed)
+
+    @property
+    def counters(self) -> LinkCounters:
+        return self.impairment.counters
+
+    @property
+    def datagrams_sent(self) -> int:
+        return self.counters.datagrams_in
+
+    @property
+    def bytes_sent(self) -> int:
+        return self.counters.bytes_in
+
+    @property
+    def datagrams_lost(self) -> int:
+        return self.counters.dropped
+
+    @property
+    def datagrams_duplicated(self) -> int:
+        return self.counters.duplicated
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +132,8 @@ class SimNetwork:
         seed: int = 0,
         config: SessionConfig | None = None,
         server_config: SessionConfig | None = None,
-        c2s: LinkModel | None = None,
-        s2c: LinkModel | None = None,
+        c2s: LinkConfig | None = None,
+        s2c: LinkConfig | None = None,
         tap: Tap | None = None,
         capture: bool = False,
         max_steps: int = DEFAULT_MAX_STEPS,
@@ -173,12 +141,12 @@ class SimNetwork:
         start_s: float = 0.0,
     ) -> None:
         config = config if config is not None else SessionConfig()
-        c2s = c2s if c2s is not None else LinkModel()
+        c2s = c2s if c2s is not None else LinkConfig(delay_s=DEFAULT_DELAY_S)
         self.now = start_s
         self.config = config
         self.links: dict[Direction, Link] = {
-            "c2s": Link(c2s, random.Random(f"{seed}/c2s")),
-            "s2c": Link(s2c if s2c is not None else c2s, random.Random(f"{seed}/s2c")),
+            "c2s": Link(c2s, f"{seed}/c2s"),
+            "s2c": Link(s2c if s2c is not None else c2s, f"{seed}/s2c"),
         }
         self.tap = tap
         self.capture = capture
@@ -446,15 +414,7 @@ class SimNetwork:
             data = changed
         if self.capture:
             self.captured.append(Captured(direction, now, data))
-        link = self.links[direction]
-        link.datagrams_sent += 1
-        link.bytes_sent += len(data)
-        arrivals = link.model.arrivals(now, link.rng)
-        if not arrivals:
-            link.datagrams_lost += 1
-        elif len(arrivals) > 1:
-            link.datagrams_duplicated += 1
-        for at in arrivals:
+        for at in self.links[direction].impairment.deliveries(len(data), now):
             self._seq += 1
             heapq.heappush(self._in_flight, (at, self._seq, direction, data))
 
