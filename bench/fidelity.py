@@ -142,6 +142,27 @@ def run_sim_probe(check: Check, seed: int) -> dict[str, Any]:
     return _summarise(check, seen, relay=None)
 
 
+def as_result(entry: dict[str, Any], seed: int) -> dict[str, Any]:
+    """A check's two series as a :mod:`bench.report` result (relay and sim rows), so the
+    report draws the latency-over-time and CDF plots."""
+    from bench.suite import row
+
+    rows = []
+    for system in ("relay", "sim"):
+        series = entry["series"][system]
+        latency = [d / 1e3 if d is not None else None for d in series["delay_ms"]]
+        rows.append(row(system, entry["check"], series["send_s"], latency))
+    return {
+        "scenario": f"fidelity-{entry['check']}",
+        "version": 1,
+        "description": "the relay on loopback next to the model on a virtual clock, one seed",
+        "driver": "relay",
+        "seed": seed,
+        "duration_s": round(max(entry["series"]["sim"]["send_s"]), 3),
+        "rows": rows,
+    }
+
+
 def _summarise(
     check: Check, seen: dict[int, list[float]], relay: dict[str, Any] | None
 ) -> dict[str, Any]:
@@ -187,9 +208,7 @@ def spike_period_ms(series: dict[str, list[Any]], threshold_ms: float) -> float 
         above = high
     if len(starts) < 3:
         return None
-    return round(
-        statistics.median(b - a for a, b in itertools.pairwise(starts)) * 1e3, 1
-    )
+    return round(statistics.median(b - a for a, b in itertools.pairwise(starts)) * 1e3, 1)
 
 
 def verdicts(check: Check, real: dict[str, Any], sim: dict[str, Any]) -> dict[str, bool]:
@@ -215,6 +234,37 @@ def verdicts(check: Check, real: dict[str, Any], sim: dict[str, Any]) -> dict[st
                 period is not None and abs(period - want) <= 0.05 * want
             )
     return out
+
+
+def relay_overhead(packets: int = 5000, seed: int = 1) -> dict[str, Any]:
+    """What the relay itself adds on loopback: the same probe sent directly and through a
+    relay with no impairment, interleaved in blocks so machine noise hits both alike."""
+    check = Check(name="clean", relay_options=(), link=LinkConfig(), packets=packets // 4)
+    direct: list[float] = []
+    relayed: list[float] = []
+    for _ in range(2):
+        for via_relay, out in ((False, direct), (True, relayed)):
+            r = run_relay_probe(check, seed) if via_relay else _direct_probe(check)
+            out += [d for d in r["series"]["delay_ms"] if d is not None]
+    p50_direct = statistics.median(direct)
+    p50_relay = statistics.median(relayed)
+    return {
+        "packets": 2 * len(direct),
+        "direct_p50_ms": round(p50_direct, 4),
+        "relay_p50_ms": round(p50_relay, 4),
+        "added_p50_ms": round(p50_relay - p50_direct, 4),
+        "passed": p50_relay - p50_direct <= 0.3,
+    }
+
+
+def _direct_probe(check: Check) -> dict[str, Any]:
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    try:
+        arrivals = _probe(sink, sink.getsockname(), check)
+    finally:
+        sink.close()
+    return _summarise(check, arrivals, relay=None)
 
 
 def measure(packets: int = 5000, seed: int = 1, names: Sequence[str] = ()) -> list[dict[str, Any]]:

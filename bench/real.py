@@ -3,8 +3,8 @@
 Everything runs on loopback. A relay process applies the scenario's link; framewire's client
 sends to the relay, which forwards to framewire's listener (and the answers back). Then a fresh
 relay with the same settings carries raw UDP: the same messages in datagrams of the same size,
-no repair, a message delivered when its last datagram is. With ``compare``, the anchors (aiortc,
-SRT) cross a relay of their own. Latency is measured on this machine's monotonic clock.
+no repair, a message delivered when its last datagram is; then ``framewire demo`` runs its
+whole video pipeline through a third. Latency is measured on this machine's monotonic clock.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ import asyncio
 import json
 import signal
 import struct
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import transport
@@ -41,54 +43,48 @@ CONNECT_TIMEOUT_S = 20.0
 
 
 def run_real(
-    scenario: Scenario,
-    plan: Plan,
-    *,
-    compare: Sequence[str] = (),
-    say: Callable[[str], None] = lambda _line: None,
+    scenario: Scenario, plan: Plan, say: Callable[[str], None] = lambda _line: None
 ) -> dict[str, Any]:
-    """The scenario through the real relay: framewire, raw UDP, and the anchors asked for."""
+    """The scenario through the real relay: framewire, raw UDP, the demo's video pipeline."""
     sends = schedule(plan.duration_s)
     rows = asyncio.run(_framewire(scenario, plan, sends))
     say(f"{scenario.name}: framewire through the relay, {plan.duration_s:.0f} s")
     rows += asyncio.run(_raw(scenario, plan, sends))
     say(f"{scenario.name}: raw UDP through the relay")
-    result = _result(scenario, plan, "relay", rows)
-    notes: list[str] = []
-    for system in compare:
-        notes += _anchor(system, scenario, plan, rows, say)
-    if notes:
-        result["notes"] = notes
-    return result
+    rows.append(_demo(scenario, plan))
+    say(f"{scenario.name}: the demo's video pipeline through the relay")
+    return _result(scenario, plan, "relay", rows)
 
 
-def _anchor(
-    system: str,
-    scenario: Scenario,
-    plan: Plan,
-    rows: list[dict[str, Any]],
-    say: Callable[[str], None],
-) -> list[str]:
-    from bench import anchors
-
+def _demo(scenario: Scenario, plan: Plan) -> dict[str, Any]:
+    """``framewire demo`` through the relay: frame latency from capture to the decoded picture
+    (encode, transport, jitter, decode), per frame. A separate process tree: the command line
+    is the one place that wires the video pipeline together."""
+    cmd = [sys.executable, "-m", "framewire", "demo", "--seconds", f"{plan.duration_s:g}"]
+    cmd += ["--json", "--quiet", "--frame-log", *_demo_link_args(scenario)]
     try:
-        anchors.ensure_installed(system, install=True, say=say)
-        if system == "aiortc":
-            rows += anchors.run_aiortc(
-                scenario.relay_args, seed=plan.seed, duration_s=plan.duration_s, say=say
-            )
-        else:
-            rows += anchors.run_srt(
-                scenario.relay_args,
-                seed=plan.seed,
-                duration_s=plan.duration_s,
-                latency_ms=120,
-                say=say,
-            )
-    except anchors.AnchorUnavailable as exc:
-        say(f"{system}: {exc}")
-        return [f"{system}: {exc}"]
-    return []
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=plan.duration_s + 60, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError("the demo through the relay did not finish in time") from exc
+    if done.returncode != 0:
+        raise BenchError(f"the demo through the relay failed: {done.stderr.strip()[-300:]}")
+    result = json.loads(done.stdout)
+    fps = float(result["fps"])
+    by_index = {int(i): ms / 1e3 for i, ms in result["frame_log"]}
+    frames = int(result["frames_sent"])
+    send_s = [i / fps for i in range(frames)]
+    latency = [by_index.get(i) for i in range(frames)]
+    return row("framewire", "video-demo", send_s, latency)
+
+
+def _demo_link_args(scenario: Scenario) -> list[str]:
+    """``framewire demo`` takes a scenario by name (and the traces folder)."""
+    args = list(scenario.relay_args)
+    if args[:1] != ["--scenario"]:
+        raise BenchError(f"{scenario.name}: the demo takes catalogue scenarios only")
+    return args
 
 
 class _Relay:

@@ -50,6 +50,7 @@ MAX_IN_FLIGHT = 200_000
 """Datagrams held for later delivery across both directions; beyond it they are dropped
 (and counted), so an unbounded queue setting cannot exhaust memory."""
 STATS_INTERVAL_S = 1.0
+SPAWN_TIMEOUT_S = 20.0
 
 
 class _Stopped(Exception):
@@ -85,6 +86,7 @@ class Relay:
         self._seq = 0
         self.peers_refused = 0
         self.started = time.monotonic()
+        self._origin: float | None = None  # the model's time 0: the first datagram's arrival
 
     @property
     def local_addr(self) -> Address:
@@ -198,7 +200,13 @@ class Relay:
         addr: Address | None,
     ) -> None:
         direction.received += 1
-        for at in direction.impairment.deliveries(len(data), now):
+        if self._origin is None:
+            self._origin = now
+        # The model's clock starts with the first datagram, as the simulated link's does, so
+        # spikes and traces line up with the traffic the same way in both drivers.
+        origin = self._origin
+        for at in direction.impairment.deliveries(len(data), now - origin):
+            at += origin
             if at <= now:
                 self._send(direction, sock, addr, data)
             elif len(self._pending) >= MAX_IN_FLIGHT:
@@ -424,7 +432,11 @@ def spawn(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ)
     )
     assert proc.stderr is not None
-    line = proc.stderr.readline()
+    ready, _, _ = select.select([proc.stderr], [], [], SPAWN_TIMEOUT_S)
+    line = proc.stderr.readline() if ready else ""
+    if not ready:
+        proc.kill()
+        raise BenchError(f"relay did not start within {SPAWN_TIMEOUT_S:g} s")
     if not line.startswith("impair: listening on "):
         rest = proc.stderr.read()
         proc.kill()

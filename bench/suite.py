@@ -258,23 +258,80 @@ def without_series(result: dict[str, Any]) -> dict[str, Any]:
     return {**result, "rows": rows}
 
 
+ANCHORS = ("aiortc", "srt")
+SRT_LATENCY_MS = 120
+"""SRT's own default receive latency (``SRTO_LATENCY``): what a user gets out of the box."""
+
+
 def run(
     scenarios: Sequence[Scenario],
     plan: Plan,
     *,
     real: bool = False,
     compare: Sequence[str] = (),
+    auto: bool = False,
     say: Callable[[str], None] = lambda _line: None,
 ) -> list[dict[str, Any]]:
-    """Every scenario through the chosen driver; one result per scenario."""
+    """Every scenario through the chosen driver; one result per scenario.
+
+    The anchors run through the real relay whatever the driver (they cannot run on the
+    simulated link): those in ``compare`` are installed when missing; with ``auto``, the
+    others run when they happen to be installed. A note says what ran where, or why not.
+    """
     results = []
     for scenario in scenarios:
         if real:
             from bench.real import run_real
 
-            results.append(run_real(scenario, plan, compare=compare, say=say))
+            result = run_real(scenario, plan, say)
         else:
-            if compare:
-                raise BenchError("--compare needs --real (the anchors run through the relay)")
-            results.append(run_sim(scenario, plan, say))
+            result = run_sim(scenario, plan, say)
+        notes = [
+            _anchor_rows(system, scenario, plan, result, compare, say)
+            for system in ANCHORS
+            if auto or system in compare
+        ]
+        if any(notes):
+            result["notes"] = [n for n in notes if n]
+        results.append(result)
     return results
+
+
+def _anchor_rows(
+    system: str,
+    scenario: Scenario,
+    plan: Plan,
+    result: dict[str, Any],
+    compare: Sequence[str],
+    say: Callable[[str], None],
+) -> str | None:
+    """Add ``system``'s rows to ``result``; a note when it did not run (or ran elsewhere)."""
+    from bench import anchors
+
+    try:
+        anchors.ensure_installed(system, install=system in compare, say=say)
+    except anchors.AnchorUnavailable as exc:
+        return None if system not in compare else f"{system}: {exc}"
+    say(f"{scenario.name}: {system} through the relay")
+    try:
+        if system == "aiortc":
+            rows = anchors.run_aiortc(
+                scenario.relay_args, seed=plan.seed, duration_s=plan.duration_s, say=say
+            )
+        else:
+            rows = anchors.run_srt(
+                scenario.relay_args,
+                seed=plan.seed,
+                duration_s=plan.duration_s,
+                latency_ms=SRT_LATENCY_MS,
+                say=say,
+            )
+    except anchors.AnchorUnavailable as exc:
+        say(f"{system}: {exc}")
+        return f"{system}: did not run: {exc}"
+    for r in rows:
+        r["driver"] = "relay"
+    result["rows"] += rows
+    if result["driver"] == "sim":
+        return f"{system} rows ran through the real relay on loopback (same link, same seed)"
+    return None

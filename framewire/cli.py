@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import os
 import re
@@ -226,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="give up when no sender connects within this long (default: wait)",
     )
+    receive.add_argument("--frame-log", action="store_true", help=argparse.SUPPRESS)
     output_flags(receive, child=True)
     receive.set_defaults(run=_cmd_receive)
 
@@ -260,6 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--seconds", type=parse_seconds, default=5.0, help="default 5")
     video_flags(demo)
+    demo.add_argument(
+        "--scenario",
+        metavar="NAME",
+        help="run the video through `framewire impair` with this link (see bench --list)",
+    )
+    demo.add_argument("--traces", metavar="DIR", help="the shared traces folder")
+    demo.add_argument("--frame-log", action="store_true", help=argparse.SUPPRESS)
     output_flags(demo, child=False)
     demo.set_defaults(run=_cmd_demo)
 
@@ -282,12 +291,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--compare",
         metavar="SYSTEMS",
-        default="",
-        help="also run these through the same relay: aiortc,srt (installed when missing)",
+        default="auto",
+        help="anchors to run through the relay too: aiortc,srt (installed when missing), "
+        "none, or auto (the default: those already installed)",
     )
     bench.add_argument("--trace", metavar="FILE", help="a scenario replaying this trace file")
     bench.add_argument("--traces", metavar="DIR", help="the shared traces folder")
     bench.add_argument("--seed", type=int, default=1, help="impairment seed (1)")
+    bench.add_argument(
+        "--fidelity",
+        action="store_true",
+        help="check the relay against the model (delay, jitter, loss, rate, spikes, overhead)",
+    )
     output_flags(bench, child=False)
     bench.set_defaults(run=_cmd_bench)
 
@@ -398,7 +413,10 @@ def _cmd_receive(args: argparse.Namespace) -> int:
     if args.parent_pipe:
         _exit_with_parent()
     options = video.ReceiveOptions(
-        listen=args.listen, seconds=args.seconds, accept_timeout_s=args.accept_timeout
+        listen=args.listen,
+        seconds=args.seconds,
+        accept_timeout_s=args.accept_timeout,
+        frame_log=args.frame_log,
     )
     requested_port = args.listen[1]
 
@@ -459,6 +477,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         fps=args.fps,
         bitrate_bps=args.bitrate,
         loop=args.loop,
+        relay_args=_demo_relay_args(args),
+        scenario=args.scenario,
+        frame_log=args.frame_log,
     )
     line = LiveLine(enabled=not args.quiet)
 
@@ -476,6 +497,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _demo_relay_args(args: argparse.Namespace) -> tuple[str, ...]:
+    """The relay options for ``demo --scenario`` (checked here, so a typo fails at once)."""
+    if not args.scenario:
+        return ()
+    from pathlib import Path
+
+    from bench.scenarios import scenario
+
+    found = scenario(args.scenario, Path(args.traces) if args.traces else None)
+    return found.relay_args
+
+
 def _cmd_impair(args: argparse.Namespace) -> int:
     from bench.relay import run_relay
 
@@ -485,6 +518,8 @@ def _cmd_impair(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from bench import BenchPlan, measure
 
+    if args.fidelity:
+        return _cmd_bench_fidelity(args)
     if args.list or args.scenarios or args.trace:
         return _cmd_bench_scenarios(args)
 
@@ -500,6 +535,58 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         emit_json(report)
     else:
         sys.stdout.write("\n".join(bench_table(report)) + "\n")
+    return EXIT_OK
+
+
+def _cmd_bench_fidelity(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bench import fidelity, report
+
+    packets = 2000 if args.quick else 5000
+
+    def say(text: str) -> None:
+        if not args.quiet:
+            sys.stderr.write(f"bench: {text}\n")
+            sys.stderr.flush()
+
+    say(f"fidelity: {packets} datagrams per check through the relay and the model")
+    entries = fidelity.measure(packets, args.seed)
+    overhead = fidelity.relay_overhead(packets, args.seed)
+    out = Path(args.out) if args.out else Path("bench-results")
+    out.mkdir(parents=True, exist_ok=True)
+    results = [fidelity.as_result(e, args.seed) for e in entries]
+    for result in results:
+        report.write_scenario(result, out)
+    summary = {
+        "out": str(out),
+        "checks": [{k: v for k, v in e.items() if k != "series"} for e in entries],
+        "relay_overhead": overhead,
+    }
+    (out / "fidelity.json").write_text(json.dumps(summary, indent=2) + "\n")
+    failed = [k for e in entries for k, ok in e["verdicts"].items() if not ok]
+    if not overhead["passed"]:
+        failed.append("relay adds at most 0.3 ms p50")
+    if args.json:
+        emit_json(summary)
+    else:
+        for e in entries:
+            r, m = e["relay"], e["sim"]
+            sys.stdout.write(
+                f"{e['check']:24s} relay: delay {r['delay_mean_ms']} ms (sd {r['delay_sd_ms']}) "
+                f"loss {r['loss_pct']}% rate {r['delivered_mbps']} Mbit/s | sim: delay "
+                f"{m['delay_mean_ms']} ms (sd {m['delay_sd_ms']}) loss {m['loss_pct']}% rate "
+                f"{m['delivered_mbps']} Mbit/s\n"
+            )
+            for what, ok in e["verdicts"].items():
+                sys.stdout.write(f"    {'ok  ' if ok else 'FAIL'} {what}\n")
+        sys.stdout.write(
+            f"relay overhead: p50 {overhead['relay_p50_ms']} ms vs direct "
+            f"{overhead['direct_p50_ms']} ms: +{overhead['added_p50_ms']} ms\n"
+        )
+    say(f"wrote {out}/fidelity.json and plots")
+    if failed:
+        raise CommandError(f"fidelity: {len(failed)} check(s) failed: {failed[0]}")
     return EXIT_OK
 
 
@@ -525,10 +612,11 @@ def _cmd_bench_scenarios(args: argparse.Namespace) -> int:
     if args.trace:
         chosen.append(file_trace_scenario(Path(args.trace)))
     compare = [c for c in args.compare.split(",") if c]
-    unknown = sorted(set(compare) - {"aiortc", "srt"})
+    unknown = sorted(set(compare) - {"aiortc", "srt", "auto", "none"})
     if unknown:
         raise CommandError(
-            f"--compare: unknown system {unknown[0]!r} (aiortc, srt)", exit_code=EXIT_USAGE
+            f"--compare: unknown system {unknown[0]!r} (aiortc, srt, none, auto)",
+            exit_code=EXIT_USAGE,
         )
     plan = suite.Plan.quick(args.seed) if args.quick else suite.Plan.full(args.seed)
 
@@ -537,7 +625,9 @@ def _cmd_bench_scenarios(args: argparse.Namespace) -> int:
             sys.stderr.write(f"bench: {text}\n")
             sys.stderr.flush()
 
-    results = suite.run(chosen, plan, real=args.real, compare=compare, say=say)
+    results = suite.run(
+        chosen, plan, real=args.real, compare=compare, auto="auto" in compare, say=say
+    )
     out = Path(args.out) if args.out else Path("bench-results")
     out.mkdir(parents=True, exist_ok=True)
     for result in results:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
+import subprocess
 import sys
 import time
 from collections import deque
@@ -51,6 +53,11 @@ class DemoOptions:
     bitrate_bps: int
     loop: str
     """The resolved loop name the children are told to use."""
+    relay_args: tuple[str, ...] = ()
+    """Impairment options for a relay between the two (``framewire impair``); () for none."""
+    scenario: str | None = None
+    frame_log: bool = False
+    """Ask the receiver for its per-frame latencies and add them (``frame_log``)."""
 
 
 class _Child:
@@ -165,6 +172,7 @@ def _child_args(options: DemoOptions) -> tuple[list[str], Callable[[int], list[s
         "--accept-timeout",
         f"{READY_TIMEOUT_S:g}",
         *child_flags,
+        *(["--frame-log"] if options.frame_log else []),
     ]
 
     def sender(port: int) -> list[str]:
@@ -196,10 +204,14 @@ async def run_demo(
     receiver_args, sender_args = _child_args(options)
     children: list[_Child] = []
     ticker: asyncio.Future[None] | None = None
+    relay: _Relay | None = None
     try:
         receiver = await _Child.start("receiver", receiver_args)
         children.append(receiver)
         port = await _wait(receiver.ready, min(READY_TIMEOUT_S, deadline - time.monotonic()))
+        if options.relay_args:
+            relay = _start_relay(options, port)
+            port = relay.addr[1]
         sender = await _Child.start("sender", sender_args(port))
         children.append(sender)
         if on_progress is not None:
@@ -225,7 +237,44 @@ async def run_demo(
         if ticker is not None:
             ticker.cancel()
         await asyncio.gather(*(child.stop() for child in children), return_exceptions=True)
-    return merge_results(sent, received, options)
+        link = relay.stop() if relay is not None else None
+    result = merge_results(sent, received, options)
+    if link is not None:
+        result["link"] = {"scenario": options.scenario, "relay": link}
+    return result
+
+
+class _Relay:
+    """``framewire impair`` between the children (a process of its own)."""
+
+    def __init__(self, proc: Any, addr: tuple[str, int]) -> None:
+        self.proc = proc
+        self.addr = addr
+
+    def stop(self) -> dict[str, Any] | None:
+        """Stop it; its JSON summary (None if it had none to give)."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = self.proc.communicate(timeout=TERMINATE_GRACE_S + 5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return None
+        try:
+            summary: dict[str, Any] = json.loads(out)
+        except ValueError:
+            return None
+        return summary
+
+
+def _start_relay(options: DemoOptions, port: int) -> _Relay:
+    from bench import BenchError
+    from bench.relay import spawn
+
+    try:
+        proc, addr = spawn(("127.0.0.1", 0), ("127.0.0.1", port), options.relay_args)
+    except BenchError as exc:
+        raise CommandError(str(exc)) from exc
+    return _Relay(proc, addr)
 
 
 async def _wait_exit(child: _Child) -> None:
@@ -289,4 +338,5 @@ def merge_results(
         "retransmissions": link["retransmissions"],
         "messages_expired": link["messages_expired"],
         "messages_late": received["session"]["messages_late"],
+        **({"frame_log": received["frame_log"]} if "frame_log" in received else {}),
     }

@@ -108,6 +108,8 @@ class ReceiveOptions:
     """Counted from the moment a sender connects; None: until the sender closes."""
     accept_timeout_s: float | None = None
     video_channel: int = VIDEO_CHANNEL
+    frame_log: bool = False
+    """Add ``frame_log`` (index, latency ms per decoded frame) to the result."""
 
 
 def format_addr(addr: Address) -> str:
@@ -298,6 +300,7 @@ async def _receive_video(
         "frame_latency_ms": stats.frame_latency_ms,
         "transport_ms": stats.transport_latency_ms,
         "decode_ms": stats.decode_ms,
+        **({"frame_log": receiver.frame_log()} if options.frame_log else {}),
         "session": _session_dict(session.stats(), ended),
         "error": None if _ended_normally(closed) else f"session ended: {closed and closed.reason}",
     }

@@ -283,6 +283,7 @@ class VideoReceiver:
         self._transport_ms: deque[float] = deque(maxlen=max_samples)
         self._decode_ms: deque[float] = deque(maxlen=max_samples)
         self._frame_ms: deque[float] = deque(maxlen=max_samples)
+        self._frame_log: deque[tuple[int, float]] = deque(maxlen=max_samples)
 
     def stats(self, *, recent: int | None = None) -> ReceiverStats:
         """A snapshot of the counters since this receiver was created.
@@ -306,6 +307,11 @@ class VideoReceiver:
             decode_ms=percentiles(_tail(self._decode_ms, recent)),
             frame_latency_ms=percentiles(_tail(self._frame_ms, recent)),
         )
+
+    def frame_log(self) -> list[tuple[int, float]]:
+        """(frame index, capture-to-sink latency in ms) of the last decoded frames, in order
+        (as many as ``max_samples``): the series behind the percentiles."""
+        return list(self._frame_log)
 
     async def run(
         self, seconds: float | None = None, *, stop: asyncio.Event | None = None
@@ -392,7 +398,9 @@ class VideoReceiver:
             return
         self._decode_ms.append(_ms(time.monotonic_ns() - start_ns))
         for picture in pictures:
-            self._frame_ms.append(_ms(time.monotonic_ns() - picture.capture_ns))
+            latency_ms = _ms(time.monotonic_ns() - picture.capture_ns)
+            self._frame_ms.append(latency_ms)
+            self._frame_log.append((picture.index, latency_ms))
             self._sink.consume(picture)
             self._decoded += 1
 
