@@ -52,6 +52,11 @@ _UNIT = NormalDist()
 _TINY = 1e-12
 
 
+def _require_finite(what: str, name: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"{what}: {name} must be a finite number, got {value!r}")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GilbertElliott:
     """Bursty loss: a two-state Markov chain stepped once per datagram (Gilbert-Elliott).
@@ -78,7 +83,7 @@ class GilbertElliott:
         """The chain with mean loss ``loss`` (0..1) in bursts of ``mean_burst`` datagrams."""
         if not 0.0 <= loss < 1.0:
             raise ValueError("burst loss: the loss rate must be within 0..1 (excluding 1)")
-        if mean_burst < 1.0:
+        if not mean_burst >= 1.0:  # also refuses NaN
             raise ValueError("burst loss: a burst is at least one datagram long")
         r = 1.0 / mean_burst
         return cls(p_good_to_bad=loss * r / (1.0 - loss), p_bad_to_good=r)
@@ -109,6 +114,8 @@ class Spikes:
     offset_s: float = 0.0
 
     def __post_init__(self) -> None:
+        for name in ("amplitude_s", "duration_s", "period_s", "phase_jitter_s", "offset_s"):
+            _require_finite("spikes", name, getattr(self, name))
         if self.amplitude_s < 0 or self.phase_jitter_s < 0 or self.offset_s < 0:
             raise ValueError("spikes: amplitude, phase jitter and offset must not be negative")
         if self.duration_s < self.amplitude_s:
@@ -154,11 +161,14 @@ class LinkConfig:
 
     def __post_init__(self) -> None:
         for name in ("loss", "reorder", "duplicate"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
+            if not 0.0 <= getattr(self, name) <= 1.0:  # also refuses NaN
                 raise ValueError(f"{name} must be within 0..1")
         for name in ("delay_s", "jitter_s", "reorder_delay_s"):
+            _require_finite("link", name, getattr(self, name))
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+        if self.rate_bps is not None:
+            _require_finite("link", "rate_bps", self.rate_bps)
         if self.jitter_shape not in JITTER_SHAPES:
             raise ValueError(f"jitter shape must be one of {', '.join(JITTER_SHAPES)}")
         if self.rate_bps is not None and self.rate_bps <= 0:
@@ -166,8 +176,11 @@ class LinkConfig:
         if self.queue_packets is not None and self.queue_packets < 1:
             raise ValueError("queue_packets must be at least 1 (None for unbounded)")
         for start, end in self.blackouts:
-            if end < start:
+            if not end >= start:  # also refuses NaN
                 raise ValueError("a blackout must not end before it starts")
+        paced = self.rate_bps is not None or (self.trace is not None and self.trace.kind != "delay")
+        if self.queue_packets is not None and not paced:
+            raise ValueError("queue_packets needs rate_bps or a rate/opportunity trace")
 
     def blackout(self, start_s: float, end_s: float) -> LinkConfig:
         """This link with a window of total loss added."""
@@ -374,9 +387,7 @@ def _make_server(config: LinkConfig) -> _Server | None:
         return _RateSchedule(trace)
     if config.rate_bps is not None:
         return _FixedRate(config.rate_bps)
-    if config.queue_packets is not None:
-        raise ValueError("queue_packets needs a rate_bps or a rate/opportunity trace")
-    return None
+    return None  # LinkConfig refuses a queue bound without something to pace it
 
 
 class _FixedRate:
@@ -395,7 +406,12 @@ class _RateSchedule:
         self._times = trace.times_s
         self._rates = trace.values
         self._period = trace.period_s
-        if not any(rate > 0 for rate in self._rates):
+        ends = (*trace.times_s[1:], trace.period_s)
+        if any(not (rate >= 0 and math.isfinite(rate)) for rate in trace.values):
+            raise ValueError(f"trace {trace.name}: rates must be finite and not negative")
+        # Serving must end: some positive rate has to hold for some time in each loop.
+        segments = zip(trace.values, trace.times_s, ends, strict=True)
+        if not any(r > 0 and end > t for r, t, end in segments):
             raise ValueError(f"trace {trace.name}: the rate is zero throughout")
 
     def serve(self, wire_bytes: int, start: float, now: float) -> float:
@@ -431,6 +447,10 @@ class _Opportunities:
         self._count = len(trace.times_s)
         self._index = -1  # the opportunity in use (a global, looping index)
         self._left = 0.0  # bytes it can still carry
+        if any(not (b >= 0 and math.isfinite(b)) for b in trace.values):
+            raise ValueError(f"trace {trace.name}: opportunity sizes must be finite, >= 0")
+        if not any(b > 0 for b in trace.values):
+            raise ValueError(f"trace {trace.name}: no opportunity carries anything")
 
     def _time(self, index: int) -> float:
         loop, i = divmod(index, self._count)

@@ -14,6 +14,7 @@ delayed datagram. It works on any OS, which netem does not.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import heapq
 import json
 import math
@@ -51,10 +52,6 @@ MAX_IN_FLIGHT = 200_000
 (and counted), so an unbounded queue setting cannot exhaust memory."""
 STATS_INTERVAL_S = 1.0
 SPAWN_TIMEOUT_S = 20.0
-
-
-class _Stopped(Exception):
-    """SIGINT or SIGTERM: stop relaying and print the summary."""
 
 
 @dataclass(slots=True)
@@ -99,25 +96,28 @@ class Relay:
         until: Callable[[], bool] = lambda: False,
         duration_s: float | None = None,
         progress: Callable[[Relay], None] | None = None,
+        wake: socket.socket | None = None,
     ) -> None:
-        """Relay until ``until()`` is true or ``duration_s`` has passed."""
+        """Relay until ``until()`` is true or ``duration_s`` has passed. Bytes arriving on
+        ``wake`` (a signal's wakeup socket) end the wait early, so ``until`` is asked again."""
         end = math.inf if duration_s is None else time.monotonic() + duration_s
         next_stats = time.monotonic() + STATS_INTERVAL_S
         while not until():
             now = time.monotonic()
             if now >= end:
                 return
-            wake = min(end, next_stats if progress else math.inf)
+            wake_at = min(end, next_stats if progress else math.inf)
             if self._pending:
-                wake = min(wake, self._pending[0][0])
-            timeout = None if wake == math.inf else max(0.0, wake - now)
-            sockets = [self.sock, *self._peer_of]
-            try:
-                readable, _, _ = select.select(sockets, [], [], timeout)
-            except InterruptedError:
-                continue
+                wake_at = min(wake_at, self._pending[0][0])
+            timeout = None if wake_at == math.inf else max(0.0, wake_at - now)
+            sockets = [self.sock, *self._peer_of, *([wake] if wake is not None else [])]
+            readable, _, _ = select.select(sockets, [], [], timeout)
             for sock in readable:
-                self._read(sock)
+                if sock is wake:
+                    with contextlib.suppress(BlockingIOError):
+                        wake.recv(4096)
+                else:
+                    self._read(sock)
             self._send_due(time.monotonic())
             if progress is not None and time.monotonic() >= next_stats:
                 next_stats += STATS_INTERVAL_S
@@ -387,11 +387,15 @@ def run_relay(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = 
     link = link_from_args(args)
     try:
         relay = Relay(listen, to, link, seed=args.seed)
+    except ValueError as exc:
+        raise BenchError(str(exc)) from exc
     except OSError as exc:
         raise BenchError(f"cannot listen on {args.listen}: {exc.strerror or exc}") from exc
+    stop = False
 
     def on_signal(signum: int, frame: object) -> None:
-        raise _Stopped  # out of select() at once (PEP 475 would otherwise retry it)
+        nonlocal stop
+        stop = True  # the wakeup socket gets select() out of its wait; run() then returns
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     host, port = relay.local_addr
@@ -403,11 +407,21 @@ def run_relay(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = 
         err.write(f"\r{r.stats_line()}\033[K")
         err.flush()
 
+    wake, waker = socket.socketpair()
+    wake.setblocking(False)
+    waker.setblocking(False)
+    previous_fd = signal.set_wakeup_fd(waker.fileno())
     try:
-        relay.run(duration_s=args.duration, progress=progress if show else None)
-    except _Stopped:
-        pass
+        relay.run(
+            until=lambda: stop,
+            duration_s=args.duration,
+            progress=progress if show else None,
+            wake=wake,
+        )
     finally:
+        signal.set_wakeup_fd(previous_fd)
+        wake.close()
+        waker.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         summary = relay.summary()
