@@ -84,6 +84,8 @@ class Relay:
         self.peers_refused = 0
         self.started = time.monotonic()
         self._origin: float | None = None  # the model's time 0: the first datagram's arrival
+        self._line_at = self.started
+        self._line_bytes = {"forward": 0, "reverse": 0}
 
     @property
     def local_addr(self) -> Address:
@@ -150,12 +152,19 @@ class Relay:
         }
 
     def stats_line(self) -> str:
-        f, r = self.forward, self.reverse
-        return (
-            f"fwd {f.received} in {f.sent} out {f.impairment.counters.dropped} dropped | "
-            f"rev {r.received} in {r.sent} out {r.impairment.counters.dropped} dropped | "
-            f"held {len(self._pending)} peers {len(self._upstream)}"
-        )
+        """Totals per direction, and the delivered rate since the previous line."""
+        now = time.monotonic()
+        elapsed = max(1e-9, now - self._line_at)
+        parts = []
+        for d in (self.forward, self.reverse):
+            mbps = (d.bytes_sent - self._line_bytes[d.name]) * 8 / elapsed / 1e6
+            self._line_bytes[d.name] = d.bytes_sent
+            parts.append(
+                f"{d.name[:3]} {d.received} in {d.sent} out "
+                f"{d.impairment.counters.dropped} dropped {mbps:.2f} Mbit/s"
+            )
+        self._line_at = now
+        return " | ".join(parts) + f" | held {len(self._pending)} peers {len(self._upstream)}"
 
     # -- the work -----------------------------------------------------------------------------
 
