@@ -22,7 +22,7 @@ from typing import Any
 import transport
 from bench.errors import BenchError
 from bench.relay import spawn
-from bench.scenarios import Scenario
+from bench.scenarios import Scenario, scenario_args
 from bench.suite import (
     DATAGRAM_BYTES,
     DRAIN_S,
@@ -61,7 +61,7 @@ def _demo(scenario: Scenario, plan: Plan) -> dict[str, Any]:
     (encode, transport, jitter, decode), per frame. A separate process tree: the command line
     is the one place that wires the video pipeline together."""
     cmd = [sys.executable, "-m", "framewire", "demo", "--seconds", f"{plan.duration_s:g}"]
-    cmd += ["--json", "--quiet", "--frame-log", *_demo_link_args(scenario)]
+    cmd += ["--json", "--quiet", "--frame-log", *scenario_args(scenario)]
     try:
         done = subprocess.run(
             cmd, capture_output=True, text=True, timeout=plan.duration_s + 60, check=False
@@ -77,14 +77,6 @@ def _demo(scenario: Scenario, plan: Plan) -> dict[str, Any]:
     send_s = [i / fps for i in range(frames)]
     latency = [by_index.get(i) for i in range(frames)]
     return row("framewire", "video-demo", send_s, latency)
-
-
-def _demo_link_args(scenario: Scenario) -> list[str]:
-    """``framewire demo`` takes a scenario by name (and the traces folder)."""
-    args = list(scenario.relay_args)
-    if args[:1] != ["--scenario"]:
-        raise BenchError(f"{scenario.name}: the demo takes catalogue scenarios only")
-    return args
 
 
 class _Relay:

@@ -41,6 +41,8 @@ class Scenario:
     link: LinkPair = field(default_factory=LinkPair)
     relay_args: tuple[str, ...] = ()
     """What makes ``framewire impair`` (and ``python -m bench.relay``) apply this link."""
+    trace_file: Path | None = None
+    """The file behind a ``--trace FILE`` scenario (not in the catalogue)."""
 
     def __post_init__(self) -> None:
         if not self.relay_args:
@@ -173,6 +175,13 @@ def scenario(name: str, traces_dir: Path | None = None) -> Scenario:
     raise BenchError(f"unknown scenario {name!r}: built-in ones are {known}, plus trace/...")
 
 
+def scenario_args(found: Scenario) -> tuple[str, ...]:
+    """Command-line options that name ``found`` again (``--scenario``/``--trace``)."""
+    if found.trace_file is not None:
+        return ("--trace", str(found.trace_file))
+    return found.relay_args
+
+
 def file_trace_scenario(path: Path, *, delay_s: float = TRACE_DELAY_S) -> Scenario:
     """A scenario for ``--trace FILE``: any file in one of the shared trace formats."""
     trace = _load(path)
@@ -182,4 +191,5 @@ def file_trace_scenario(path: Path, *, delay_s: float = TRACE_DELAY_S) -> Scenar
         description=f"{trace.format} trace from {path}",
         link=_trace_pair(trace, delay_s),
         relay_args=("--fwd-trace", str(path), "--delay-ms", str(delay_s * 1e3)),
+        trace_file=path,
     )

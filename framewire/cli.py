@@ -22,6 +22,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from framewire import __version__
@@ -268,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the video through `framewire impair` with this link (see bench --list)",
     )
     demo.add_argument("--traces", metavar="DIR", help="the shared traces folder")
+    demo.add_argument(
+        "--trace", metavar="FILE", help="run the video through a relay replaying this trace"
+    )
     demo.add_argument("--frame-log", action="store_true", help=argparse.SUPPRESS)
     output_flags(demo, child=False)
     demo.set_defaults(run=_cmd_demo)
@@ -478,7 +482,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         bitrate_bps=args.bitrate,
         loop=args.loop,
         relay_args=_demo_relay_args(args),
-        scenario=args.scenario,
+        scenario=args.scenario or (f"trace/{Path(args.trace).name}" if args.trace else None),
         frame_log=args.frame_log,
     )
     line = LiveLine(enabled=not args.quiet)
@@ -499,14 +503,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _demo_relay_args(args: argparse.Namespace) -> tuple[str, ...]:
     """The relay options for ``demo --scenario`` (checked here, so a typo fails at once)."""
+
+    from bench.scenarios import file_trace_scenario, scenario
+
+    if args.scenario and args.trace:
+        raise CommandError("give --scenario or --trace, not both", exit_code=EXIT_USAGE)
+    if args.trace:
+        return file_trace_scenario(Path(args.trace)).relay_args
     if not args.scenario:
         return ()
-    from pathlib import Path
-
-    from bench.scenarios import scenario
-
-    found = scenario(args.scenario, Path(args.traces) if args.traces else None)
-    return found.relay_args
+    return scenario(args.scenario, Path(args.traces) if args.traces else None).relay_args
 
 
 def _cmd_impair(args: argparse.Namespace) -> int:
@@ -539,7 +545,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_fidelity(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from bench import fidelity, report
 
@@ -591,7 +596,6 @@ def _cmd_bench_fidelity(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_scenarios(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from bench import report, suite
     from bench.scenarios import catalogue, file_trace_scenario, scenario
