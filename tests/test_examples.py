@@ -18,6 +18,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
     [
         ("async_messages.py", ["--count", "50"], "in order=True"),
         ("game_tick.py", ["--ticks", "90", "--hz", "60"], "score events"),
+        ("bad_link.py", ["--scenario", "lan", "--seconds", "1"], "through the relay: 60 of 60"),
     ],
 )
 def test_example_runs(script: str, args: list[str], expect: str) -> None:
