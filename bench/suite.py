@@ -332,6 +332,9 @@ def _anchor_rows(
     for r in rows:
         r["driver"] = "relay"
     result["rows"] += rows
+    settings = f", receive latency {SRT_LATENCY_MS} ms (its default)" if system == "srt" else ""
     if result["driver"] == "sim":
-        return f"{system} rows ran through the real relay on loopback (same link, same seed)"
-    return None
+        return (
+            f"{system} rows ran through the real relay on loopback (same link, same seed){settings}"
+        )
+    return f"{system}{settings}" if settings else None
