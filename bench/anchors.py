@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import json
 import math
 import os
 import select
@@ -41,7 +40,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench.errors import BenchError
-from bench.relay import spawn
+from bench.relay import RelayProcess
 
 __all__ = [
     "AnchorTiming",
@@ -468,30 +467,6 @@ def _installed_version(dist: str) -> str | None:
 # -- the relay ----------------------------------------------------------------------------------
 
 
-class _RelayProcess:
-    """A running ``bench.relay`` towards ``to``; :meth:`stop` ends it and returns its summary."""
-
-    def __init__(self, to: Address, options: Sequence[str], seed: int) -> None:
-        self.proc, self.addr = spawn((LOOPBACK, 0), to, options, seed=seed)
-
-    def stop(self, timeout_s: float) -> dict[str, Any] | None:
-        """SIGTERM, then the JSON summary; ``None`` if it gave none. Never raises: it runs in
-        ``finally`` blocks, where an error would hide the one that is propagating."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = self.proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate()
-            return None
-        try:
-            summary = json.loads(out)
-        except (json.JSONDecodeError, TypeError):
-            return None
-        return summary if isinstance(summary, dict) else None
-
-
 # -- aiortc -------------------------------------------------------------------------------------
 
 _CHANNELS: Final[dict[str, dict[str, Any]]] = {
@@ -567,7 +542,7 @@ class _AiortcSession:
         self.latency_ns: dict[str, list[int | None]] = {n: [None] * capacity for n in _CHANNELS}
         self.delivered = dict.fromkeys(_CHANNELS, 0)
         self.answerer_open: set[str] = set()
-        self.relay: _RelayProcess | None = None
+        self.relay: RelayProcess | None = None
         self.relay_summary: dict[str, Any] | None = None
 
     async def run(self) -> None:
@@ -620,7 +595,9 @@ class _AiortcSession:
         if len(ports) != 1:
             raise AnchorUnavailable(f"aiortc: expected one loopback candidate, got {ports}")
         target = (LOOPBACK, ports.pop())
-        self.relay = await asyncio.to_thread(_RelayProcess, target, self.relay_options, self.seed)
+        self.relay = await asyncio.to_thread(
+            RelayProcess, target, self.relay_options, seed=self.seed, listen=(LOOPBACK, 0)
+        )
         relay_at = self.relay.addr
         self.say(f"aiortc: offerer → relay {relay_at[0]}:{relay_at[1]} → answerer {target[1]}")
         # The offerer's only remote candidate is the relay; the relay forwards to the
@@ -733,7 +710,9 @@ def run_srt(
             failed=lambda: _exited(listener, "the SRT listener", listener_log),
             what=f"srt: the listener did not bind port {listen_port}",
         )
-        relay = _RelayProcess((LOOPBACK, listen_port), relay_options, seed)
+        relay = RelayProcess(
+            (LOOPBACK, listen_port), relay_options, seed=seed, listen=(LOOPBACK, 0)
+        )
         stack.callback(lambda: summaries.append(relay.stop(timing.stop_timeout_s)))
         caller_log = logs / "caller.log"
         caller = stack.enter_context(

@@ -11,9 +11,7 @@ delivered rate, and the delay series (for the latency-over-time plot).
 from __future__ import annotations
 
 import itertools
-import json
 import select
-import signal
 import socket
 import statistics
 import struct
@@ -24,7 +22,7 @@ from typing import Any
 
 from bench.errors import BenchError
 from bench.impair import LinkConfig, LinkPair, Spikes
-from bench.relay import spawn
+from bench.relay import RelayProcess
 
 PROBE = struct.Struct("!IQ")  # sequence number, monotonic_ns at send
 DRAIN_S = 1.0
@@ -111,15 +109,13 @@ def run_relay_probe(check: Check, seed: int) -> dict[str, Any]:
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
     sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
-    proc, relay_addr = spawn(("127.0.0.1", 0), sink.getsockname(), check.relay_options, seed=seed)
+    relay = RelayProcess(sink.getsockname(), check.relay_options, seed=seed)
     try:
-        arrivals = _probe(sink, relay_addr, check)
+        arrivals = _probe(sink, relay.addr, check)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=10)
+        summary = relay.stop()
         sink.close()
-    summary = json.loads(out) if out.strip() else {}
-    return _summarise(check, arrivals, relay=summary)
+    return _summarise(check, arrivals, relay=summary or {})
 
 
 def _probe(sink: socket.socket, relay: tuple[str, int], check: Check) -> dict[int, list[float]]:

@@ -255,8 +255,15 @@ class Impairment:
         counters = self.counters
         counters.datagrams_in += 1
         counters.bytes_in += size
+        draw = self._rng.random  # seven draws, in this order, whatever the settings
         u_loss, u_chain, u_burst, u_dup, u_reorder, u_jitter, u_jitter_dup = (
-            self._rng.random() for _ in range(7)
+            draw(),
+            draw(),
+            draw(),
+            draw(),
+            draw(),
+            draw(),
+            draw(),
         )
         if config.blackouts and any(a <= now < b for a, b in config.blackouts):
             counters.lost_blackout += 1

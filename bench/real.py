@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import struct
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from typing import Any
 
 import transport
 from bench.errors import BenchError
-from bench.relay import spawn
+from bench.relay import RelayProcess
 from bench.scenarios import Scenario, scenario_args
 from bench.suite import (
     DATAGRAM_BYTES,
@@ -33,6 +32,7 @@ from bench.suite import (
     _result,
     row,
     schedule,
+    workload_series,
 )
 from transport.config import SessionConfig
 
@@ -79,21 +79,6 @@ def _demo(scenario: Scenario, plan: Plan) -> dict[str, Any]:
     return row("framewire", "video-demo", send_s, latency)
 
 
-class _Relay:
-    """A relay process for one run, stopped (and its summary read) on exit."""
-
-    def __init__(self, scenario: Scenario, seed: int, to: tuple[str, int]) -> None:
-        self.proc, self.addr = spawn(("127.0.0.1", 0), to, scenario.relay_args, seed=seed)
-        self.summary: dict[str, Any] = {}
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        out, err = self.proc.communicate(timeout=10)
-        if self.proc.returncode not in (0, -signal.SIGTERM):
-            raise BenchError(f"relay failed: {err.strip().splitlines()[-1:]}")
-        self.summary = json.loads(out) if out.strip() else {}
-
-
 async def _sleep_until(deadline: float) -> None:
     delay = deadline - time.monotonic()
     if delay > 0:
@@ -103,7 +88,7 @@ async def _sleep_until(deadline: float) -> None:
 async def _framewire(scenario: Scenario, plan: Plan, sends: list[Send]) -> list[dict[str, Any]]:
     config = SessionConfig()
     listener = await transport.listen(("127.0.0.1", 0), config)
-    relay = _Relay(scenario, plan.seed, listener.local_addr)
+    relay = RelayProcess(listener.local_addr, scenario.relay_args, seed=plan.seed)
     arrived: dict[tuple[int, int], float] = {}
     try:
         client = await asyncio.wait_for(transport.connect(relay.addr, config), CONNECT_TIMEOUT_S)
@@ -115,12 +100,12 @@ async def _framewire(scenario: Scenario, plan: Plan, sends: list[Send]) -> list[
 
         server.set_handler(on_message)
         start = time.monotonic() + WARMUP_S
-        sent_at: dict[tuple[int, int], float] = {}
+        sent_at: dict[tuple[int, int], tuple[str, float]] = {}
         for number, s in enumerate(sends):
             await _sleep_until(start + s.at)
             code = WORKLOAD_CODES[s.workload]
             body = STAMP.pack(code, number) + bytes(max(0, s.size - STAMP.size))
-            sent_at[(code, number)] = time.monotonic()
+            sent_at[(code, number)] = (s.workload, time.monotonic())
             client.send(body, channel=WORKLOADS[s.workload], deadline_s=s.deadline_s)
         await asyncio.sleep(DRAIN_S)
         late = dict(server.late_by_channel)
@@ -134,19 +119,14 @@ async def _framewire(scenario: Scenario, plan: Plan, sends: list[Send]) -> list[
 def _rows(
     system: str,
     sends: list[Send],
-    sent_at: dict[tuple[int, int], float],
+    sent_at: dict[tuple[int, int], tuple[str, float]],
     arrived: dict[tuple[int, int], float],
     start: float,
     late_by_channel: dict[int, int],
 ) -> list[dict[str, Any]]:
     rows = []
-    for workload, code in WORKLOAD_CODES.items():
-        keys = [(c, n) for (c, n) in sent_at if c == code]
-        keys.sort(key=lambda k: sent_at[k])
-        send_s = [sent_at[k] - start for k in keys]
-        latency: list[float | None] = [
-            arrived[k] - sent_at[k] if k in arrived else None for k in keys
-        ]
+    for workload in WORKLOADS:
+        _, send_s, latency = workload_series(sent_at, arrived, workload, start)
         has_deadline = any(s.deadline_s is not None for s in sends if s.workload == workload)
         missing = sum(1 for x in latency if x is None)
         # Late reports are per channel; only the workloads with deadlines can be late.
@@ -169,9 +149,9 @@ async def _raw(scenario: Scenario, plan: Plan, sends: list[Send]) -> list[dict[s
                 arrived[(code, number)] = time.monotonic()
 
     rx, _ = await loop.create_datagram_endpoint(Receiver, local_addr=("127.0.0.1", 0))
-    relay = _Relay(scenario, plan.seed, rx.get_extra_info("sockname")[:2])
+    relay = RelayProcess(rx.get_extra_info("sockname")[:2], scenario.relay_args, seed=plan.seed)
     tx, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, remote_addr=relay.addr)
-    sent_at: dict[tuple[int, int], float] = {}
+    sent_at: dict[tuple[int, int], tuple[str, float]] = {}
     chunk = DATAGRAM_BYTES - HEADER.size
     try:
         start = time.monotonic() + WARMUP_S
@@ -179,7 +159,7 @@ async def _raw(scenario: Scenario, plan: Plan, sends: list[Send]) -> list[dict[s
             await _sleep_until(start + s.at)
             code = WORKLOAD_CODES[s.workload]
             count = max(1, -(-s.size // chunk))
-            sent_at[(code, number)] = time.monotonic()
+            sent_at[(code, number)] = (s.workload, time.monotonic())
             for index in range(count):
                 size = min(chunk, s.size - index * chunk)
                 tx.sendto(HEADER.pack(code, number, index, count) + bytes(max(0, size)))
@@ -192,6 +172,6 @@ async def _raw(scenario: Scenario, plan: Plan, sends: list[Send]) -> list[dict[s
     deadlines = {WORKLOAD_CODES[s.workload]: s.deadline_s for s in sends}
     for key in list(arrived):
         deadline = deadlines.get(key[0])
-        if deadline is not None and arrived[key] - sent_at[key] > deadline:
+        if deadline is not None and arrived[key] - sent_at[key][1] > deadline:
             del arrived[key]
     return _rows("raw-udp", sends, sent_at, arrived, start, {})

@@ -39,6 +39,7 @@ from bench.impair import (
     LinkPair,
     Spikes,
 )
+from bench.scenarios import TRACE_QUEUE_PACKETS
 from bench.scenarios import scenario as find_scenario
 from bench.traces import TraceError, load_trace
 from transport.udp import parse_host_port
@@ -354,7 +355,8 @@ def _apply(config: LinkConfig, args: argparse.Namespace, prefix: str) -> LinkCon
             raise BenchError(str(exc)) from exc
         changes["trace"] = trace
         if trace.kind != "delay" and changes.get("queue_packets", config.queue_packets) is None:
-            changes["queue_packets"] = 100  # a trace without a queue bound would grow without end
+            # A trace without a queue bound would grow without end; as the trace scenarios.
+            changes["queue_packets"] = TRACE_QUEUE_PACKETS
     return replace(config, **changes)
 
 
@@ -466,6 +468,38 @@ def spawn(
         raise BenchError(f"relay did not start: {(line + rest).strip().splitlines()[-1:]}")
     where = line.split("listening on ", 1)[1].split(",", 1)[0]
     return proc, parse_address(where, "relay")
+
+
+class RelayProcess:
+    """A relay process started with :func:`spawn`; :meth:`stop` ends it and returns its JSON
+    summary. For harnesses and the demo: one place that knows how a relay is stopped."""
+
+    def __init__(
+        self,
+        to: Address,
+        options: Sequence[str] = (),
+        *,
+        seed: int = 1,
+        listen: Address = ("127.0.0.1", 0),
+    ) -> None:
+        self.proc, self.addr = spawn(listen, to, options, seed=seed)
+
+    def stop(self, timeout_s: float = 10.0) -> dict[str, Any] | None:
+        """SIGTERM, then the JSON summary; None if it gave none. Never raises: it runs in
+        ``finally`` blocks, where an error would hide the one that is propagating."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = self.proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            return None
+        try:
+            summary = json.loads(out)
+        except (json.JSONDecodeError, TypeError):
+            return None
+        return summary if isinstance(summary, dict) else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,9 +22,9 @@ from __future__ import annotations
 import functools
 import math
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.errors import BenchError
 from bench.impair import Impairment, LinkPair
@@ -46,6 +46,8 @@ WARMUP_S = 0.5
 """Traffic starts this long after the session is up (the handshake is not measured)."""
 DRAIN_S = 3.0
 """How long the run continues after the last send, for stragglers and repairs."""
+
+K = TypeVar("K", bound=Hashable)
 
 WORKLOADS: dict[str, int] = {
     "reliable": RELIABLE,
@@ -213,14 +215,22 @@ def _framewire_sim(
             late.add((event.channel, event.message_id))
     rows = []
     for workload in WORKLOADS:
-        keys = sorted((k for k, (w, _) in mids.items() if w == workload), key=lambda k: mids[k][1])
-        send_s = [mids[k][1] - start for k in keys]
-        latency: list[float | None] = [
-            delivered[k] - mids[k][1] if k in delivered else None for k in keys
-        ]
+        keys, send_s, latency = workload_series(mids, delivered, workload, start)
         n_late = sum(1 for k in keys if k not in delivered and k in late)
         rows.append(row("framewire", workload, send_s, latency, late=n_late))
     return rows, start
+
+
+def workload_series(
+    sent: Mapping[K, tuple[str, float]], arrived: Mapping[K, float], workload: str, start: float
+) -> tuple[list[K], list[float], list[float | None]]:
+    """One workload's messages in send order: their keys, send times from ``start``, and
+    latencies (None: never arrived). ``sent`` maps a message key to (workload, send time),
+    ``arrived`` a key to its arrival time, on the same clock."""
+    keys = sorted((k for k, (w, _) in sent.items() if w == workload), key=lambda k: sent[k][1])
+    send_s = [sent[k][1] - start for k in keys]
+    latency = [arrived[k] - sent[k][1] if k in arrived else None for k in keys]
+    return keys, send_s, latency
 
 
 def _raw_sim(link: LinkPair, sends: list[Send], seed: int, start: float) -> list[dict[str, Any]]:

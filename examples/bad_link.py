@@ -15,7 +15,7 @@ import asyncio
 import time
 
 import transport
-from bench.relay import spawn
+from bench.relay import RelayProcess
 from bench.scenarios import scenario
 from bench.simlink import SimNetwork
 from transport import LATEST
@@ -52,9 +52,9 @@ def simulated(name: str, seconds: float) -> None:
 
 async def real(name: str, seconds: float) -> None:
     listener = await transport.listen(("127.0.0.1", 0))
-    relay, relay_addr = spawn(("127.0.0.1", 0), listener.local_addr, ("--scenario", name))
+    relay = RelayProcess(listener.local_addr, ("--scenario", name))
     try:
-        client = await transport.connect(relay_addr)
+        client = await transport.connect(relay.addr)
         server = await listener.accept()
         ms: list[float] = []
 
@@ -70,8 +70,7 @@ async def real(name: str, seconds: float) -> None:
         await client.close("done")
     finally:
         await listener.close()
-        relay.terminate()
-        relay.communicate(timeout=10)
+        relay.stop()
     print(
         f"through the relay: {len(ms)} of {int(seconds * RATE_HZ)} states delivered, "
         f"p50 {percentile(ms, 0.5):.1f} ms, p99 {percentile(ms, 0.99):.1f} ms"

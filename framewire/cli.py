@@ -515,6 +515,17 @@ def _demo_relay_args(args: argparse.Namespace) -> tuple[str, ...]:
     return scenario(args.scenario, Path(args.traces) if args.traces else None).relay_args
 
 
+def _bench_say(quiet: bool) -> Callable[[str], None]:
+    """The progress lines of ``framewire bench``: ``bench: ...`` on stderr unless --quiet."""
+
+    def say(text: str) -> None:
+        if not quiet:
+            sys.stderr.write(f"bench: {text}\n")
+            sys.stderr.flush()
+
+    return say
+
+
 def _cmd_impair(args: argparse.Namespace) -> int:
     from bench.relay import run_relay
 
@@ -531,11 +542,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     plan = BenchPlan.quick(args.loop) if args.quick else BenchPlan.full(args.loop)
 
-    def say(text: str) -> None:
-        if not args.quiet:
-            sys.stderr.write(f"bench: {text}\n")
-            sys.stderr.flush()
-
+    say = _bench_say(args.quiet)
     report = measure(plan, say)
     if args.json:
         emit_json(report)
@@ -550,11 +557,7 @@ def _cmd_bench_fidelity(args: argparse.Namespace) -> int:
 
     packets = 2000 if args.quick else 5000
 
-    def say(text: str) -> None:
-        if not args.quiet:
-            sys.stderr.write(f"bench: {text}\n")
-            sys.stderr.flush()
-
+    say = _bench_say(args.quiet)
     say(f"fidelity: {packets} datagrams per check through the relay and the model")
     entries = fidelity.measure(packets, args.seed)
     overhead = fidelity.relay_overhead(packets, args.seed)
@@ -624,11 +627,7 @@ def _cmd_bench_scenarios(args: argparse.Namespace) -> int:
         )
     plan = suite.Plan.quick(args.seed) if args.quick else suite.Plan.full(args.seed)
 
-    def say(text: str) -> None:
-        if not args.quiet:
-            sys.stderr.write(f"bench: {text}\n")
-            sys.stderr.flush()
-
+    say = _bench_say(args.quiet)
     results = suite.run(
         chosen, plan, real=args.real, compare=compare, auto="auto" in compare, say=say
     )

@@ -20,16 +20,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
-import subprocess
 import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from framewire.errors import CommandError
+
+if TYPE_CHECKING:
+    from bench.relay import RelayProcess
 
 __all__ = ["DemoOptions", "merge_results", "run_demo"]
 
@@ -204,7 +205,7 @@ async def run_demo(
     receiver_args, sender_args = _child_args(options)
     children: list[_Child] = []
     ticker: asyncio.Future[None] | None = None
-    relay: _Relay | None = None
+    relay: RelayProcess | None = None
     try:
         receiver = await _Child.start("receiver", receiver_args)
         children.append(receiver)
@@ -244,37 +245,14 @@ async def run_demo(
     return result
 
 
-class _Relay:
-    """``framewire impair`` between the children (a process of its own)."""
-
-    def __init__(self, proc: Any, addr: tuple[str, int]) -> None:
-        self.proc = proc
-        self.addr = addr
-
-    def stop(self) -> dict[str, Any] | None:
-        """Stop it; its JSON summary (None if it had none to give)."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = self.proc.communicate(timeout=TERMINATE_GRACE_S + 5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return None
-        try:
-            summary: dict[str, Any] = json.loads(out)
-        except ValueError:
-            return None
-        return summary
-
-
-def _start_relay(options: DemoOptions, port: int) -> _Relay:
+def _start_relay(options: DemoOptions, port: int) -> RelayProcess:
     from bench import BenchError
-    from bench.relay import spawn
+    from bench.relay import RelayProcess
 
     try:
-        proc, addr = spawn(("127.0.0.1", 0), ("127.0.0.1", port), options.relay_args)
+        return RelayProcess(("127.0.0.1", port), options.relay_args)
     except BenchError as exc:
         raise CommandError(str(exc)) from exc
-    return _Relay(proc, addr)
 
 
 async def _wait_exit(child: _Child) -> None:
