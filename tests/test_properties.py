@@ -302,6 +302,48 @@ def test_close_and_abandon_round_trip(
     assert abandon == wire.AbandonFrame(channel, message_id)
 
 
+@given(
+    first_pn=st.integers(0, 1 << 40),
+    first_us=st.integers(0, 1 << 50),
+    steps=st.lists(
+        st.tuples(st.integers(1, 1 << 20), st.integers(-(1 << 30), 1 << 30)),
+        max_size=wire.MAX_ARRIVALS - 1,
+    ),
+)
+def test_arrivals_round_trip(first_pn: int, first_us: int, steps: list[tuple[int, int]]) -> None:
+    packets = [(first_pn, first_us)]
+    for pn_step, us_step in steps:
+        pn, us = packets[-1]
+        packets.append((pn + pn_step, us + us_step))
+    [frame] = wire.parse_frames(wire.encode_arrivals(packets))
+    assert frame == wire.ArrivalsFrame(tuple(packets))
+
+
+def test_arrivals_limits_are_refused_both_ways() -> None:
+    with pytest.raises(ValueError):
+        wire.encode_arrivals([])
+    with pytest.raises(ValueError):
+        wire.encode_arrivals([(5, 0), (5, 1)])
+    too_many = [(pn, pn) for pn in range(wire.MAX_ARRIVALS + 1)]
+    with pytest.raises(ValueError):
+        wire.encode_arrivals(too_many)
+    for bad in (
+        b"\x06",
+        b"\x06\x00",
+        bytes((6, wire.MAX_ARRIVALS + 1, 0, 0)),
+        b"\x06\x02\x01\x01\x00\x00",
+    ):
+        with pytest.raises(DecodeError):
+            wire.parse_frames(bad)
+
+
+def test_params_features_byte_is_optional_and_masked() -> None:
+    v1 = pk.Params(15000, 5000, 1200).encode()[3:13]  # the first edition's 10 bytes
+    assert pk.params_from_extensions({pk.EXT_PARAMS: v1}).features == 0
+    params = pk.params_from_extensions({pk.EXT_PARAMS: v1 + b"\xff\x99"})
+    assert params.features == pk.KNOWN_PARAM_FEATURES
+
+
 @FAST
 @given(
     cid=st.binary(min_size=8, max_size=8),

@@ -48,6 +48,7 @@ EXPECTED_EXAMPLES = {
     "fragment-deadline",
     "close",
     "abandon",
+    "arrivals",
     "ping",
     "padding-ping",
 }
@@ -175,6 +176,8 @@ def _frame_json(frame: wire.Frame) -> dict[str, Any]:
             "length": len(frame.data),
             "data": frame.data.hex(),
         }
+    if isinstance(frame, wire.ArrivalsFrame):
+        return {"frame": "ARRIVALS", "packets": [list(p) for p in frame.packets]}
     assert isinstance(frame, wire.AbandonFrame)
     return {"frame": "ABANDON", "channel": frame.channel, "message_id": frame.message_id}
 
@@ -197,6 +200,8 @@ def _encode_frame(frame: wire.Frame) -> bytes:
             len(frame.data),
         )
         return header + frame.data
+    if isinstance(frame, wire.ArrivalsFrame):
+        return wire.encode_arrivals(list(frame.packets))
     assert isinstance(frame, wire.AbandonFrame)
     return wire.encode_abandon(frame.channel, frame.message_id)
 
@@ -422,7 +427,7 @@ def test_packet_and_frame_type_tables() -> None:
     packets = {name: int(value, 16) for value, name in _rows("3.1", row)}
     assert packets == {name: getattr(pk, name) for name in ("INITIAL", "RETRY", "ACCEPT", "DATA")}
     frames = {name: int(value, 16) for value, name in _rows("4", row)}
-    names = ("PADDING", "PING", "ACK", "CLOSE", "FRAGMENT", "ABANDON")
+    names = ("PADDING", "PING", "ACK", "CLOSE", "FRAGMENT", "ABANDON", "ARRIVALS")
     assert frames == {name: getattr(wire, name) for name in names}
 
 

@@ -74,6 +74,9 @@ class SessionConfig:
     retry_token_lifetime_s: float = 10.0
     max_sessions: int = 64
     """Listener only: sessions beyond this are refused (their handshakes are dropped)."""
+    arrival_feedback: bool = True
+    """Ask the peer to report when our packets arrive (ARRIVALS frames), from which the
+    session estimates jitter, queueing-delay trend, spikes and bandwidth (``stats().link``)."""
     extra_socket_buffer_bytes: int = field(default=4 * 1024 * 1024)
     """Adapters ask the kernel for this much send/receive buffer."""
 

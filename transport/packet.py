@@ -33,6 +33,13 @@ DATA_HEADER = struct.Struct("!B8sQ")
 DATA_HEADER_BYTES = DATA_HEADER.size  # 17
 DATA_OVERHEAD_BYTES = DATA_HEADER_BYTES + TAG_BYTES
 _PARAMS = struct.Struct("!IIH")
+_PARAMS_V1_BYTES = _PARAMS.size  # 10: what a first-edition peer sends
+
+PARAM_WANTS_ARRIVALS = 0x01
+"""Feature bit: send me ARRIVALS frames (PROTOCOL.md §4.8); I estimate the link from them."""
+PARAM_RECOVERY = 0x02
+"""Feature bit: I understand NACK and PARITY frames (PROTOCOL.md §4.9, §4.10)."""
+KNOWN_PARAM_FEATURES = PARAM_WANTS_ARRIVALS | PARAM_RECOVERY
 _U16 = struct.Struct("!H")
 
 
@@ -43,9 +50,12 @@ class Params:
     idle_timeout_ms: int
     max_ack_delay_us: int
     max_datagram_bytes: int
+    features: int = 0
+    """Feature bits (``PARAM_*``); unknown bits are ignored by receivers."""
 
     def encode(self) -> bytes:
         body = _PARAMS.pack(self.idle_timeout_ms, self.max_ack_delay_us, self.max_datagram_bytes)
+        body += bytes((self.features,))
         return bytes((EXT_PARAMS,)) + _U16.pack(len(body)) + body
 
 
@@ -73,7 +83,8 @@ def params_from_extensions(ext: dict[int, bytes]) -> Params:
     idle, ack_delay, datagram = _PARAMS.unpack_from(raw)
     if datagram < 256:
         raise DecodeError("peer max datagram below 256")
-    return Params(idle, ack_delay, datagram)
+    features = raw[_PARAMS_V1_BYTES] if len(raw) > _PARAMS_V1_BYTES else 0
+    return Params(idle, ack_delay, datagram, features & KNOWN_PARAM_FEATURES)
 
 
 @dataclass(frozen=True, slots=True)

@@ -210,8 +210,12 @@ class Session:
 
     def _params(self) -> pk.Params:
         c = self.config
+        features = pk.PARAM_WANTS_ARRIVALS if c.arrival_feedback else 0
         return pk.Params(
-            int(c.idle_timeout_s * 1000), int(c.max_ack_delay_s * 1e6), c.max_datagram_bytes
+            int(c.idle_timeout_s * 1000),
+            int(c.max_ack_delay_s * 1e6),
+            c.max_datagram_bytes,
+            features,
         )
 
     def _derive(self, peer_public: bytes, client_cid: bytes, server_cid: bytes) -> SessionKeys:

@@ -18,6 +18,7 @@ ACK = 0x02
 CLOSE = 0x03
 FRAGMENT = 0x04
 ABANDON = 0x05
+ARRIVALS = 0x06
 
 # FRAGMENT flag bits.
 KIND_MASK = 0x03
@@ -27,6 +28,8 @@ KNOWN_FLAGS = KIND_MASK | HAS_DEADLINE
 MAX_VARINT = (1 << 62) - 1
 MAX_ACK_RANGES = 256
 MAX_REASON_BYTES = 1024
+MAX_ARRIVALS = 64
+"""Arrival records in one ARRIVALS frame (and what a receiver keeps waiting to be sent)."""
 
 
 def encode_varint(value: int) -> bytes:
@@ -121,7 +124,19 @@ class AbandonFrame:
     message_id: int
 
 
-Frame = PingFrame | AckFrame | CloseFrame | FragmentFrame | AbandonFrame
+@dataclass(frozen=True, slots=True)
+class ArrivalsFrame:
+    """When some packets arrived, by the receiver's clock: ``(packet number, microseconds)``
+    pairs in increasing packet-number order (PROTOCOL.md §4.8).
+
+    The times are on the receiver's own clock with an arbitrary origin: the sender uses only
+    differences between them (one-way delay variation, receive spacing), never their value.
+    """
+
+    packets: tuple[tuple[int, int], ...]
+
+
+Frame = PingFrame | AckFrame | CloseFrame | FragmentFrame | AbandonFrame | ArrivalsFrame
 
 PING_BYTES = bytes((PING,))
 
@@ -160,6 +175,26 @@ def encode_abandon(channel: int, message_id: int) -> bytes:
 
 
 _SMALL_VARINTS = tuple(encode_varint(i) for i in range(4096))
+
+
+def encode_arrivals(packets: list[tuple[int, int]]) -> bytes:
+    """ARRIVALS frame from ``(packet number, microseconds)`` pairs in increasing packet-number
+    order (1..MAX_ARRIVALS of them): the first pair whole, then the packet-number step and the
+    zigzag-encoded time step of each next one."""
+    count = len(packets)
+    if not 0 < count <= MAX_ARRIVALS:
+        raise ValueError(f"ARRIVALS carries 1..{MAX_ARRIVALS} records, not {count}")
+    pn, us = packets[0]
+    parts = [bytes((ARRIVALS, count)), encode_varint(pn), encode_varint(us)]
+    for next_pn, next_us in packets[1:]:
+        step = next_pn - pn
+        if step <= 0:
+            raise ValueError("ARRIVALS packet numbers must increase")
+        delta = next_us - us
+        parts.append(encode_varint(step))
+        parts.append(encode_varint(delta << 1 if delta >= 0 else ((-delta) << 1) - 1))
+        pn, us = next_pn, next_us
+    return b"".join(parts)
 
 
 def fragment_header(
@@ -321,12 +356,35 @@ def _parse_abandon(buf: bytes, pos: int) -> tuple[Frame, int]:
     return AbandonFrame(channel, message_id), pos
 
 
+def _parse_arrivals(buf: bytes, pos: int) -> tuple[Frame, int]:
+    if pos >= len(buf):
+        raise DecodeError("truncated ARRIVALS")
+    count = buf[pos]
+    if not 0 < count <= MAX_ARRIVALS:
+        raise DecodeError("bad ARRIVALS count")
+    pn, pos = read_varint(buf, pos + 1)
+    us, pos = read_varint(buf, pos)
+    packets = [(pn, us)]
+    for _ in range(count - 1):
+        step, pos = read_varint(buf, pos)
+        zigzag, pos = read_varint(buf, pos)
+        if step == 0:
+            raise DecodeError("ARRIVALS packet numbers must increase")
+        pn += step
+        us += -((zigzag + 1) >> 1) if zigzag & 1 else zigzag >> 1
+        if pn > MAX_VARINT:
+            raise DecodeError("ARRIVALS packet number out of range")
+        packets.append((pn, us))
+    return ArrivalsFrame(tuple(packets)), pos
+
+
 _PARSERS: dict[int, Callable[[bytes, int], tuple[Frame, int]]] = {
     PING: _parse_ping,
     ACK: _parse_ack,
     CLOSE: _parse_close,
     FRAGMENT: _parse_fragment,
     ABANDON: _parse_abandon,
+    ARRIVALS: _parse_arrivals,
 }
 
 
