@@ -148,10 +148,15 @@ class LossTracker:
         Only the first outcome of a packet number counts: a late acknowledgement of a packet
         already declared lost (a spurious loss) is ignored, and counted in ``ignored``.
         """
-        if pn <= self._last_pn:
-            self.ignored += 1
+        self.on_outcomes(pn, 1, delivered, now)
+
+    def on_outcomes(self, last_pn: int, count: int, delivered: bool, now: float) -> None:
+        """``count`` packets with the same fate, the last of them ``last_pn``, all above every
+        packet number seen before (a run of acknowledged packets costs one call)."""
+        if last_pn - count + 1 <= self._last_pn:
+            self.ignored += count
             return
-        self._last_pn = pn
+        self._last_pn = last_pn
         index = math.floor(now / self._bucket_s)
         buckets = self._buckets
         if not buckets or index > buckets[-1].index:
@@ -161,11 +166,11 @@ class LossTracker:
                 self._on_bucket_closed()
             buckets.append(_LossBucket(index))
         bucket = buckets[-1]
-        bucket.total += 1
-        self._outcomes_total += 1
+        bucket.total += count
+        self._outcomes_total += count
         if not delivered:
-            bucket.lost += 1
-            self._lost_total += 1
+            bucket.lost += count
+            self._lost_total += count
             if not self._previous_lost:
                 bucket.runs += 1
         self._previous_lost = not delivered

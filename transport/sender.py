@@ -11,11 +11,13 @@ reliable and its deadline has not passed.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 
 from transport.config import ChannelKind, SessionConfig
 from transport.congestion import CongestionController
 from transport.errors import UsageError
+from transport.estimator import LossTracker
 from transport.packet import DATA_OVERHEAD_BYTES
 from transport.rtt import RttEstimator
 from transport.stats import Counters
@@ -157,6 +159,12 @@ class Sender:
         self._backoff = 0
         self.bytes_in_flight = 0
         self.queued_bytes = 0
+        self.loss = LossTracker()
+        """Recent and total loss of our ack-eliciting packets, and the mean burst length."""
+        # Fates decided but not yet told to ``loss``, which needs them in packet-number order:
+        # a loss is declared only after later packets were acknowledged. A heap of runs
+        # (first pn, last pn, delivered), released below the oldest packet still in flight.
+        self._fates: list[tuple[int, int, bool]] = []
         self.last_eliciting_at = float("-inf")
         """When the last ack-eliciting packet was built (keepalives count from it)."""
 
@@ -468,7 +476,13 @@ class Sender:
         if not acked:
             return
         acked_bytes = 0
+        fates = self._fates
+        run_first = run_last = acked[0][0]
         for pn, packet in acked:
+            if pn > run_last + 1:
+                heapq.heappush(fates, (run_first, run_last, True))
+                run_first = pn
+            run_last = pn
             del sent[pn]
             acked_bytes += packet.size
             for message, index in packet.pieces:
@@ -497,7 +511,18 @@ class Sender:
             self._largest_acked = largest
         self._backoff = 0
         self._rto_base = now if sent else None  # RFC 6298 §5.2/§5.3
+        heapq.heappush(fates, (run_first, run_last, True))
         self._detect_lost(now)
+        self._release_fates(now)
+
+    def _release_fates(self, now: float) -> None:
+        """Tell ``loss`` every fate below the oldest packet still in flight, in order."""
+        fates = self._fates
+        floor = next(iter(self._sent), None)
+        on_outcomes = self.loss.on_outcomes
+        while fates and (floor is None or fates[0][1] < floor):
+            first, last, delivered = heapq.heappop(fates)
+            on_outcomes(last, last - first + 1, delivered, now)
 
     def _detect_lost(self, now: float) -> None:
         """RFC 9002 §6.1: packet and time thresholds below the largest acknowledged."""
@@ -520,6 +545,7 @@ class Sender:
 
     def _lose(self, pn: int, now: float) -> None:
         packet = self._sent.pop(pn)
+        heapq.heappush(self._fates, (pn, pn, False))
         self.bytes_in_flight -= packet.size
         self._counters.packets_lost += 1
         self._cc.on_lost(packet.size, packet.sent_at, now)
@@ -557,6 +583,7 @@ class Sender:
             self._detect_lost(now)
         if self._rto_base is not None and now >= self._rto_base + self._rtt.rto_s(self._backoff):
             self._on_rto(now)
+        self._release_fates(now)
 
     def _on_rto(self, now: float) -> None:
         """RFC 6298 §5.4-5.6: resend, back off, restart the timer."""
