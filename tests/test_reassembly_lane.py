@@ -84,10 +84,10 @@ def test_lane_refuses_what_the_full_parse_must_judge() -> None:
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(st.lists(st.tuples(st.integers(0, 199), st.integers(0, 40)), max_size=40))
 def test_partial_coverage_matches_a_set_model(pieces: list[tuple[int, int]]) -> None:
-    from transport.reassembly import _Partial
+    from transport.reassembly import Partial
 
     total = 200
-    partial = _Partial(0, 0, total, None)
+    partial = Partial(0, 0, total, None)
     seen: set[int] = set()
     for lo, span in pieces:
         hi = min(total - 1, lo + span)

@@ -317,7 +317,9 @@ def test_reliable_deadline_under_blackout_expires_and_channel_moves_on() -> None
 
 def test_unreliable_deadline_with_missing_fragment_is_late_and_memory_freed() -> None:
     dropper = Dropper("c2s")
-    net = SimNetwork(seed=23, c2s=LinkConfig(delay_s=DELAY_S), tap=dropper)
+    # Without recovery (PROTOCOL.md §8.10) nothing asks for the missing fragment.
+    config = SessionConfig(recovery=False)
+    net = SimNetwork(seed=23, config=config, c2s=LinkConfig(delay_s=DELAY_S), tap=dropper)
     server = net.connect()
     net.run_for(0.1)
     first = next_packet_number(net.client)

@@ -77,6 +77,24 @@ class SessionConfig:
     arrival_feedback: bool = True
     """Ask the peer to report when our packets arrive (ARRIVALS frames), from which the
     session estimates jitter, queueing-delay trend, spikes and bandwidth (``stats().link``)."""
+    recovery: bool = True
+    """Negotiate loss recovery within deadlines (``PARAM_RECOVERY``, PROTOCOL.md §8.10):
+    NACK and PARITY frames for messages with a deadline. Off: neither is sent nor taken."""
+    nack: bool = True
+    """With recovery: ask for missing pieces of messages that still have time (NACK), and
+    repair what the peer asks for."""
+    fec: bool = True
+    """With recovery: send parity (FEC) for messages with a deadline on unreliable and
+    latest-only channels, sized from the measured loss and burst length."""
+    fec_max_overhead: float = 0.2
+    """Parity bytes at most this fraction of the data bytes they protect (on average). 0.2
+    leaves room for NACK repairs within a 25 % budget at 5 % loss."""
+    fec_min_loss_pct: float = 0.5
+    """Below this loss (percent, the sender's recent window) no parity is sent at all."""
+    nack_delay_s: float = 0.001
+    """Reorder allowance: how long a hole (or a stalled message) waits before it is asked
+    for. Small, because with a frame deadline of 33 ms and a 20 ms round trip a repair has
+    about 3 ms to spare."""
     extra_socket_buffer_bytes: int = field(default=4 * 1024 * 1024)
     """Adapters ask the kernel for this much send/receive buffer."""
 
@@ -124,3 +142,9 @@ class SessionConfig:
             raise ValueError("replay_window_packets must be at least 64")
         if self.max_ordered_window < 1 or self.max_sessions < 1:
             raise ValueError("max_ordered_window and max_sessions must be positive")
+        if not 0 < self.fec_max_overhead <= 1:
+            raise ValueError("fec_max_overhead must be within (0, 1]")
+        if not 0 <= self.fec_min_loss_pct < 100:
+            raise ValueError("fec_min_loss_pct must be within [0, 100)")
+        if not self.nack_delay_s > 0:
+            raise ValueError("nack_delay_s must be positive")

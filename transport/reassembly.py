@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from collections import deque
+from collections import OrderedDict, deque
 
 from transport.config import ChannelKind, SessionConfig
 from transport.errors import DecodeError
@@ -13,7 +13,18 @@ from transport.stats import Counters
 from transport.wire import HAS_DEADLINE, FragmentFrame, fragment_prefix, parse_piece_tail
 
 _RELIABLE = int(ChannelKind.RELIABLE)
+_UNRELIABLE = int(ChannelKind.UNRELIABLE)
 _LATEST = int(ChannelKind.LATEST)
+
+_NEVER = float("-inf")
+
+SEEN_WINDOW = 1024
+"""Recovery: ids of finished unreliable messages remembered per channel, so that a repair or
+a rebuilt piece arriving after its message was delivered (or given up) is not taken again."""
+MAX_GAPS = 64
+"""Recovery: unreliable messages of which nothing arrived, remembered to be asked for."""
+RECENT_BYTES = 1024 * 1024
+"""Recovery: bytes of recent one-piece messages kept as shards of groups across messages."""
 
 # What on_fragment did with a fragment.
 ACCEPTED = 0
@@ -21,11 +32,28 @@ REFUSED = 1
 VIOLATION = 2
 
 
-class _Partial:
+class Partial:
     """A message with some of its bytes received: a prefix ``[0, contig)`` and, beyond it,
-    the ranges in ``covered`` (pieces that came out of order)."""
+    the ranges in ``covered`` (pieces that came out of order).
 
-    __slots__ = ("alive", "buf", "channel", "contig", "covered", "expires", "message_id", "total")
+    A partial with a lifetime on a session doing recovery is *tracked*: the NACK scheduler
+    (:mod:`transport.nack`) keeps its own state in the ``nack_*`` slots."""
+
+    __slots__ = (
+        "alive",
+        "buf",
+        "channel",
+        "contig",
+        "covered",
+        "expires",
+        "message_id",
+        "nack_at",
+        "nack_done",
+        "nack_hole_at",
+        "nack_moved_at",
+        "nack_snapshot",
+        "total",
+    )
 
     def __init__(self, channel: int, message_id: int, total: int, expires: float | None) -> None:
         self.channel = channel
@@ -36,6 +64,29 @@ class _Partial:
         self.covered = RangeSet()
         self.expires = expires
         self.alive = True
+        # NACK scheduler state (tracked partials only): when it last moved, its shape then,
+        # since when it has had a hole, when it was last asked for, and whether asking is over.
+        self.nack_moved_at = 0.0
+        self.nack_snapshot: tuple[int, ...] = ()
+        self.nack_hole_at = _NEVER
+        self.nack_at = _NEVER
+        self.nack_done = False
+
+    def holds(self, lo: int, hi: int) -> bool:
+        """True when every byte of ``[lo, hi)`` has arrived."""
+        return hi <= self.contig or self.covered.covers(lo, hi - 1)
+
+    def missing(self, tail: bool) -> list[tuple[int, int]]:
+        """The ``(offset, length)`` ranges not received yet: the holes below the highest byte
+        received, and with ``tail`` also what lies beyond it."""
+        ranges = []
+        pos = self.contig
+        for lo, hi in self.covered.ascending():
+            ranges.append((pos, lo - pos))  # covered ranges all start above contig
+            pos = hi + 1
+        if tail and pos < self.total:
+            ranges.append((pos, self.total - pos))
+        return ranges
 
     def cover(self, lo: int, hi: int) -> bool:
         """Record bytes ``[lo, hi]`` as received; False if all of them already were."""
@@ -52,16 +103,66 @@ class _Partial:
         return True
 
 
+class Gap:
+    """Recovery: an unreliable message of which nothing arrived though a later one did."""
+
+    __slots__ = ("done", "expires", "nack_at", "seen_at")
+
+    def __init__(self, seen_at: float, expires: float) -> None:
+        self.seen_at = seen_at
+        self.expires = expires  # estimated from the lifetime of the message that revealed it
+        self.nack_at = float("-inf")
+        self.done = False  # no NACK can help any more
+
+
 class _InChannel:
-    __slots__ = ("kind", "newest", "next_id", "partials", "ready", "skipped")
+    __slots__ = (
+        "finished_bits",
+        "finished_high",
+        "kind",
+        "newest",
+        "next_id",
+        "partials",
+        "ready",
+        "skipped",
+        "top",
+        "tracked",
+    )
 
     def __init__(self, kind: int) -> None:
         self.kind = kind
-        self.partials: dict[int, _Partial] = {}
+        self.partials: dict[int, Partial] = {}
         self.next_id = 0  # reliable: the next id to deliver
         self.ready: dict[int, bytes] = {}  # reliable: complete, waiting for an earlier id
         self.skipped: set[int] = set()  # reliable: abandoned or late ids ahead of next_id
         self.newest = -1  # latest-only: the newest id delivered
+        # Recovery, unreliable and latest-only channels with deadlines: the finished ids
+        # (delivered or given up) as a bit window below the highest, and the highest id any
+        # fragment came for (a jump beyond it reveals messages of which nothing arrived).
+        self.tracked = False
+        self.finished_high = -1
+        self.finished_bits = 0  # bit i: id finished_high - i is finished
+        self.top = -1
+
+    def is_finished(self, mid: int) -> bool:
+        high = self.finished_high
+        if mid > high:
+            return False
+        back = high - mid
+        return back >= SEEN_WINDOW or bool(self.finished_bits >> back & 1)
+
+    def mark_finished(self, mid: int) -> None:
+        high = self.finished_high
+        if mid > high:
+            step = mid - high
+            bits = self.finished_bits << step if step < SEEN_WINDOW else 0
+            self.finished_bits = (bits | 1) & _SEEN_MASK
+            self.finished_high = mid
+        elif high - mid < SEEN_WINDOW:
+            self.finished_bits |= 1 << (high - mid)
+
+
+_SEEN_MASK = (1 << SEEN_WINDOW) - 1
 
 
 class Reassembler:
@@ -80,8 +181,8 @@ class Reassembler:
         self._counters = counters
         self._events = events
         self._channels: dict[int, _InChannel] = {}
-        self._order: dict[tuple[int, int], _Partial] = {}  # all partials, oldest first
-        self._timers: list[tuple[float, int, _Partial]] = []
+        self._order: dict[tuple[int, int], Partial] = {}  # all partials, oldest first
+        self._timers: list[tuple[float, int, Partial]] = []
         self._timer_seq = 0
         self.held_bytes = 0
         self.undelivered_bytes = 0
@@ -89,8 +190,21 @@ class Reassembler:
         in next_event); above max_undelivered_bytes new messages are refused or dropped."""
         self._max_undelivered = config.max_undelivered_bytes
         self._lane = b""  # the header bytes the last piece's message shares (take_lane)
-        self._lane_partial: _Partial | None = None
+        self._lane_partial: Partial | None = None
         self._lane_channel: _InChannel | None = None
+        self.track = False
+        """Recovery is on (NACK and PARITY negotiated): fragments with a lifetime are tracked
+        (see :class:`_InChannel` and the attributes below); set by the session."""
+        self.track_nacks = False
+        """With ``track``: also keep the state the NACK scheduler reads (below)."""
+        self.tracked: dict[tuple[int, int], Partial] = {}
+        """Partials with a lifetime, for the NACK scheduler (``track_nacks`` only)."""
+        self.gaps: dict[tuple[int, int], Gap] = {}
+        """Unreliable messages of which nothing arrived, to be asked for (``track_nacks``)."""
+        self.recent: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        """Recent one-piece unreliable messages by (channel, id): the shards a group across
+        messages is rebuilt from (``track`` only), at most RECENT_BYTES."""
+        self._recent_bytes = 0
 
     # -- input -------------------------------------------------------------------------------
 
@@ -131,6 +245,13 @@ class Reassembler:
             return VIOLATION  # a channel changed its kind mid-session
         if total > self._max_message:
             return VIOLATION  # larger than we said we take
+        if (
+            lifetime_us is not None
+            and self.track
+            and kind != _RELIABLE
+            and self._track(channel, channel_id, mid, offset, total, data, lifetime_us, now)
+        ):
+            return ACCEPTED  # a repair or rebuild of a message already finished
         partial = channel.partials.get(mid)
         if partial is None:
             reliable = kind == _RELIABLE
@@ -166,6 +287,65 @@ class Reassembler:
         self._lane_channel = channel
         return self._add(channel, partial, offset, data)
 
+    def _track(
+        self,
+        channel: _InChannel,
+        channel_id: int,
+        mid: int,
+        offset: int,
+        total: int,
+        data: bytes,
+        lifetime_us: int,
+        now: float,
+    ) -> bool:
+        """Recovery bookkeeping for a fragment with a lifetime on an unreliable or latest-only
+        channel; True when its message is finished already (drop the fragment)."""
+        if not channel.tracked:
+            channel.tracked = True
+            channel.finished_high = channel.top = mid - 1
+        if channel.is_finished(mid):
+            return True
+        key = (channel_id, mid)
+        gaps = self.gaps
+        if gaps:
+            gaps.pop(key, None)
+        top = channel.top
+        if mid > top:
+            if mid > top + 1 and channel.kind == _UNRELIABLE and self.track_nacks:
+                # Nothing came of the ids in between yet: ask for them (a newer message makes
+                # older ones moot on a latest-only channel).
+                expires = now + lifetime_us / 1e6
+                for missing in range(max(top + 1, mid - MAX_GAPS), mid):
+                    gaps[(channel_id, missing)] = Gap(now, expires)
+                while len(gaps) > MAX_GAPS:
+                    del gaps[next(iter(gaps))]
+            channel.top = mid
+        if offset == 0 and len(data) == total:
+            recent = self.recent
+            if key not in recent:
+                recent[key] = data
+                self._recent_bytes += len(data)
+                while self._recent_bytes > RECENT_BYTES:
+                    self._recent_bytes -= len(recent.popitem(last=False)[1])
+        return False
+
+    def partial(self, channel_id: int, mid: int) -> Partial | None:
+        """The partial message ``mid`` of ``channel_id``, if one is being reassembled."""
+        channel = self._channels.get(channel_id)
+        return channel.partials.get(mid) if channel is not None else None
+
+    def finished(self, channel_id: int, mid: int) -> bool:
+        """True when message ``mid`` needs nothing more: delivered, superseded or given up (as
+        far as this side remembers; unreliable channels remember only while tracked)."""
+        channel = self._channels.get(channel_id)
+        if channel is None:
+            return False
+        if channel.kind == _RELIABLE:
+            return mid < channel.next_id or mid in channel.ready or mid in channel.skipped
+        if channel.kind == _LATEST and mid <= channel.newest:
+            return True
+        return channel.tracked and channel.is_finished(mid)
+
     def take_lane(self, payload: bytes) -> bool:
         """Take ``payload`` if it is exactly one FRAGMENT of the message the last piece went
         to; return False (having done nothing) otherwise, and the caller parses it fully.
@@ -194,7 +374,7 @@ class Reassembler:
             self._finish(self._lane_channel, partial)  # type: ignore[arg-type]
         return True
 
-    def _add(self, channel: _InChannel, partial: _Partial, offset: int, data: bytes) -> int:
+    def _add(self, channel: _InChannel, partial: Partial, offset: int, data: bytes) -> int:
         """Copy a piece into its partial message; deliver the message once whole."""
         end = offset + len(data)
         if not partial.cover(offset, end - 1):
@@ -204,7 +384,7 @@ class Reassembler:
             self._finish(channel, partial)
         return ACCEPTED
 
-    def _finish(self, channel: _InChannel, partial: _Partial) -> None:
+    def _finish(self, channel: _InChannel, partial: Partial) -> None:
         """Deliver a partial that has all its bytes."""
         self._drop_partial(channel, partial)
         self._complete(channel, partial.channel, partial.message_id, bytes(partial.buf))
@@ -271,7 +451,7 @@ class Reassembler:
         total: int,
         lifetime_us: int | None,
         now: float,
-    ) -> _Partial | None:
+    ) -> Partial | None:
         head = channel.kind == _RELIABLE and mid == channel.next_id
         if not self._has_room(total, head):
             self._evict(self._config.max_reassembly_bytes - total)
@@ -284,9 +464,12 @@ class Reassembler:
             expires = now + lifetime_us / 1e6
         elif channel.kind != _RELIABLE:
             expires = now + self._config.reassembly_timeout_s
-        partial = _Partial(channel_id, mid, total, expires)
+        partial = Partial(channel_id, mid, total, expires)
         channel.partials[mid] = partial
         self._order[(channel_id, mid)] = partial
+        if lifetime_us is not None and self.track_nacks:
+            partial.nack_moved_at = now
+            self.tracked[(channel_id, mid)] = partial
         self.held_bytes += total
         if expires is not None:
             self._timer_seq += 1
@@ -304,11 +487,14 @@ class Reassembler:
             self._drop_partial(channel, partial)
             self._counters.messages_dropped += 1
 
-    def _drop_partial(self, channel: _InChannel, partial: _Partial) -> None:
+    def _drop_partial(self, channel: _InChannel, partial: Partial) -> None:
         partial.alive = False
         del channel.partials[partial.message_id]
-        del self._order[(partial.channel, partial.message_id)]
+        key = (partial.channel, partial.message_id)
+        del self._order[key]
         self.held_bytes -= partial.total
+        if self.tracked:
+            self.tracked.pop(key, None)
 
     def _complete(self, channel: _InChannel, channel_id: int, mid: int, data: bytes) -> None:
         if channel.kind == _RELIABLE:
@@ -321,11 +507,15 @@ class Reassembler:
             self._advance(channel, channel_id)
         elif channel.kind == _LATEST:
             channel.newest = mid
+            if channel.tracked:
+                channel.mark_finished(mid)
             self._deliver(channel_id, mid, data)
             for old in [p for m, p in channel.partials.items() if m < mid]:
                 self._drop_partial(channel, old)
                 self._counters.messages_dropped += 1
         else:
+            if channel.tracked:
+                channel.mark_finished(mid)
             self._deliver(channel_id, mid, data)
 
     def _advance(self, channel: _InChannel, channel_id: int) -> None:
@@ -350,5 +540,8 @@ class Reassembler:
         self._events.append(Message(channel=channel_id, message_id=mid, data=data))
 
     def _late(self, channel_id: int, mid: int) -> None:
+        channel = self._channels[channel_id]
+        if channel.tracked:
+            channel.mark_finished(mid)
         self._counters.messages_late += 1
         self._events.append(MessageLate(channel=channel_id, message_id=mid))

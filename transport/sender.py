@@ -6,34 +6,55 @@ is owed), reliable control frames, repairs, then new pieces taken round-robin ac
 so one channel's backlog cannot hold up another's. Every ack-eliciting packet is remembered
 until it is acknowledged or declared lost (RFC 9002 §6: 3 packets or 9/8 RTT later; or the
 RFC 6298 retransmission timer); pieces of lost packets are queued again if their message is
-reliable and its deadline has not passed.
+reliable and a repair sent now can still arrive before its deadline (``now + srtt/2``).
+
+With recovery negotiated (PROTOCOL.md §8.10), messages with a deadline are also kept until
+it passes, so that the pieces a NACK names can be repaired whatever the channel, and groups of
+pieces get PARITY frames (FEC) when the measured loss asks for them (:mod:`transport.parity`).
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from collections import deque
 
+from transport import fec
 from transport.config import ChannelKind, SessionConfig
 from transport.congestion import CongestionController
 from transport.errors import UsageError
 from transport.estimator import LossTracker
 from transport.packet import DATA_OVERHEAD_BYTES
+from transport.parity import (
+    MAX_ACROSS_MEMBERS,
+    AcrossGroup,
+    ParityBudget,
+    across_header_max,
+    group_ends,
+    pad,
+    parity_count,
+    residual_target,
+)
 from transport.rtt import RttEstimator
 from transport.stats import Counters
 from transport.wire import (
     HAS_DEADLINE,
     PING_BYTES,
     AckFrame,
+    NackFrame,
     encode_abandon,
     fragment_header,
     fragment_header_max_size,
     fragment_prefix,
     fragment_tail,
+    parity_header,
 )
 
 PACKET_THRESHOLD = 3  # RFC 9002 §6.1.1
 MAX_LIFETIME_US = (1 << 30) - 1  # a 4-byte varint at most: keeps header sizes predictable
+
+LOSS_REFRESH_S = 0.05
+"""How often the loss level that decides parity is read from the loss tracker."""
 
 _RELIABLE = ChannelKind.RELIABLE
 _LATEST = ChannelKind.LATEST
@@ -54,11 +75,14 @@ class _OutMessage:
         "chunk",
         "data",
         "deadline",
+        "fec_ends",
+        "fec_next_end",
         "kind",
         "message_id",
         "next_piece",
         "pieces",
         "prefix",
+        "repaired",
         "state",
         "unacked",
         "view",
@@ -89,6 +113,11 @@ class _OutMessage:
         # Every piece's header starts alike; built once.
         flags = kind if deadline is None else kind | HAS_DEADLINE
         self.prefix = fragment_prefix(flags, channel, message_id, len(data))
+        # FEC: the piece count at which the next parity group is complete (0: none), and
+        # where all of this message's groups end (None: a group across messages).
+        self.fec_next_end = 0
+        self.fec_ends: tuple[int, ...] | None = None
+        self.repaired: dict[int, float] | None = None  # piece -> when last repaired
 
 
 Piece = tuple[_OutMessage, int]
@@ -103,13 +132,24 @@ def _lifetime_us(message: _OutMessage, now: float) -> int | None:
 
 
 class _Control:
-    """A control frame that is repeated until acknowledged (ABANDON)."""
+    """A frame sent before any fragment: an ABANDON, repeated until acknowledged; or, sent
+    once, a NACK or a PARITY (whose ``deadline`` is the last moment it is worth sending)."""
 
-    __slots__ = ("acked", "frame")
+    __slots__ = ("acked", "deadline", "frame", "parity", "repeat")
 
-    def __init__(self, frame: bytes) -> None:
+    def __init__(
+        self,
+        frame: bytes,
+        *,
+        repeat: bool = True,
+        deadline: float | None = None,
+        parity: bool = False,
+    ) -> None:
         self.frame = frame
         self.acked = False
+        self.repeat = repeat
+        self.deadline = deadline
+        self.parity = parity
 
 
 class _SentPacket:
@@ -137,7 +177,13 @@ class Sender:
         rtt: RttEstimator,
         congestion: CongestionController,
         peer_max_ack_delay_s: float = 0.025,
+        *,
+        nack: bool = False,
+        fec: bool = False,
     ) -> None:
+        """``nack``: keep messages with a deadline until it passes and repair what the peer's
+        NACKs name; ``fec``: send PARITY for them. Both only if the peer negotiated
+        recovery."""
         self._config = config
         self._peer_max_ack_delay_s = peer_max_ack_delay_s
         self._counters = counters
@@ -167,6 +213,22 @@ class Sender:
         self._fates: list[tuple[int, int, bool]] = []
         self.last_eliciting_at = float("-inf")
         """When the last ack-eliciting packet was built (keepalives count from it)."""
+        # Recovery (PROTOCOL.md §8.10).
+        self._answer_nacks = nack
+        self._protect = fec
+        self._held: dict[tuple[int, int], _OutMessage] = {}  # by (channel, id), for NACKs
+        self._held_order: list[tuple[float, int, tuple[int, int]]] = []  # by deadline
+        self._held_seq = 0
+        self.held_bytes = 0
+        """Bytes of messages kept for NACK repair until their deadline (at most
+        max_send_queue_bytes; the earliest deadlines go first)."""
+        self._budget = ParityBudget(config.fec_max_overhead)
+        self._across: dict[int, AcrossGroup] = {}  # open groups across messages, by channel
+        self._across_k = min(MAX_ACROSS_MEMBERS, max(2, math.ceil(1 / config.fec_max_overhead)))
+        self._across_limit = self._max_payload - across_header_max(MAX_ACROSS_MEMBERS)
+        self._level = (0.0, 0.0)  # the loss (%) and mean burst parity is sized for
+        self._level_at = float("-inf")
+        self._peer_nacks = False  # the peer asks for repairs: parity may leave some to NACK
 
     # -- queueing ----------------------------------------------------------------------------
 
@@ -203,6 +265,15 @@ class Sender:
         queue.append(message)
         self.queued_bytes += size
         self._counters.messages_sent += 1
+        if deadline is not None:
+            if self._answer_nacks:
+                self._hold(message)
+            if self._protect and kind != _RELIABLE:
+                if message.pieces > 1:
+                    message.fec_ends = group_ends(message.pieces)
+                    message.fec_next_end = message.fec_ends[0]
+                elif size <= self._across_limit:
+                    message.fec_next_end = 1
         return mid
 
     def can_send_direct(self) -> bool:
@@ -245,6 +316,7 @@ class Sender:
         if used > self._max_payload:
             return None
         pieces = _NO_PIECES
+        message = None
         if kind == _RELIABLE:
             if self.queued_bytes + size > config.max_send_queue_bytes:
                 return None
@@ -256,6 +328,15 @@ class Sender:
         self._counters.messages_sent += 1
         payload = header + data if ack is None else b"".join((ack, header, data))
         self._record(pn, now, used + DATA_OVERHEAD_BYTES, pieces, None)
+        if deadline is not None and (self._answer_nacks or self._protect):
+            if message is None:
+                message = _OutMessage(channel, kind, mid, data, deadline, size or 1)
+                message.next_piece = 1
+                message.state = _DONE
+            if self._answer_nacks:
+                self._hold(message)
+            if self._protect and kind != _RELIABLE and size <= self._across_limit:
+                self._join_across(message, now)
         return mid, payload
 
     @property
@@ -303,7 +384,7 @@ class Sender:
         if self.bytes_in_flight + self._max_datagram <= self._cc.window_bytes:
             if self._controls:
                 controls = []
-                space = self._fill_controls(parts, controls, space)
+                space = self._fill_controls(parts, controls, space, now)
             if self._repairs:
                 space = self._fill_repairs(parts, pieces, space, now)
             active = self._active
@@ -348,6 +429,8 @@ class Sender:
         message.next_piece = index + 1
         pieces = [(message, index)] if message.kind == _RELIABLE else _NO_PIECES
         self._record(pn, now, len(payload) + DATA_OVERHEAD_BYTES, pieces, None)
+        if index + 1 == message.fec_next_end:
+            self._group_sent(message, now)
         return payload
 
     def _record(
@@ -366,13 +449,18 @@ class Sender:
             self._rto_base = now  # RFC 6298 §5.1
 
     def _fill_controls(
-        self, parts: list[bytes | memoryview], controls: list[_Control], space: int
+        self, parts: list[bytes | memoryview], controls: list[_Control], space: int, now: float
     ) -> int:
         queue = self._controls
         while queue and len(queue[0].frame) <= space:
             control = queue.popleft()
             if control.acked:
                 continue
+            if control.deadline is not None:
+                if now + self._rtt.srtt_s / 2 >= control.deadline:
+                    continue  # a parity that would arrive after the deadline helps nobody
+                if control.parity:
+                    self._counters.fec_packets_sent += 1
             parts.append(control.frame)
             controls.append(control)
             space -= len(control.frame)
@@ -422,6 +510,8 @@ class Sender:
             message.next_piece = index + 1
             if message.kind == _RELIABLE:
                 pieces.append((message, index))
+            if index + 1 == message.fec_next_end:
+                self._group_sent(message, now)
             if index + 1 == message.pieces:
                 queue.popleft()
                 if message.kind != _RELIABLE:
@@ -435,14 +525,24 @@ class Sender:
     ) -> int:
         """Move repairs into the packet while they fit."""
         repairs = self._repairs
+        half_rtt = self._rtt.srtt_s / 2
         while repairs:
             message, index = repairs[0]
-            if message.state != _PENDING or message.acked[index]:  # type: ignore[index]
+            acked = message.acked
+            if acked is not None:  # reliable: until acknowledged
+                if message.state != _PENDING or acked[index]:
+                    repairs.popleft()
+                    continue
+            elif message.state == _EXPIRED:  # others: on a NACK, while they are held
                 repairs.popleft()
                 continue
-            if message.deadline is not None and message.deadline <= now:
+            deadline = message.deadline
+            if deadline is not None and now + half_rtt >= deadline:
+                # It could not arrive in time (PROTOCOL.md §8.10): do not send it.
                 repairs.popleft()
-                self._expire(message)
+                self._counters.repairs_too_late += 1
+                if acked is not None:
+                    self._expire(message)
                 continue
             piece = self._piece(message, index, now, space)
             if piece is None:
@@ -451,7 +551,12 @@ class Sender:
             header, offset, length = piece
             parts.append(header)
             parts.append(message.view[offset : offset + length])
-            pieces.append((message, index))
+            if acked is not None:
+                pieces.append((message, index))
+            repaired = message.repaired
+            if repaired is None:
+                repaired = message.repaired = {}
+            repaired[index] = now
             self._counters.retransmissions += 1
             space -= len(header) + length
         return space
@@ -514,6 +619,8 @@ class Sender:
         heapq.heappush(fates, (run_first, run_last, True))
         self._detect_lost(now)
         self._release_fates(now)
+        if self._held_order:
+            self._release_held(now)
 
     def _release_fates(self, now: float) -> None:
         """Tell ``loss`` every fate below the oldest packet still in flight, in order."""
@@ -550,11 +657,17 @@ class Sender:
         self._counters.packets_lost += 1
         self._cc.on_lost(packet.size, packet.sent_at, now)
         if packet.controls:
-            self._controls.extend(c for c in packet.controls if not c.acked)
+            self._controls.extend(c for c in packet.controls if c.repeat and not c.acked)
+        half_rtt = self._rtt.srtt_s / 2
         for message, index in packet.pieces:
             if message.state != _PENDING or message.acked[index]:  # type: ignore[index]
                 continue
-            if message.deadline is not None and message.deadline <= now:
+            repaired = message.repaired
+            if repaired is not None and repaired.get(index, -1.0) > packet.sent_at:
+                continue  # a NACK had it repaired already; that copy is on its way
+            if message.deadline is not None and now + half_rtt >= message.deadline:
+                # No repair could arrive in time (PROTOCOL.md §8.10): give the message up.
+                self._counters.repairs_too_late += 1
                 self._expire(message)
             else:
                 self._repairs.append((message, index))
@@ -572,11 +685,13 @@ class Sender:
         rto_at = None
         if self._rto_base is not None:
             rto_at = self._rto_base + self._rtt.rto_s(self._backoff)
-        if self._loss_time is None:
-            return rto_at
-        if rto_at is None:
-            return self._loss_time
-        return min(rto_at, self._loss_time)
+        due = rto_at
+        if self._loss_time is not None and (due is None or self._loss_time < due):
+            due = self._loss_time
+        for group in self._across.values():
+            if due is None or group.close_at < due:
+                due = group.close_at
+        return due
 
     def handle_timer(self, now: float) -> None:
         if self._loss_time is not None and self._loss_time <= now:
@@ -584,6 +699,11 @@ class Sender:
         if self._rto_base is not None and now >= self._rto_base + self._rtt.rto_s(self._backoff):
             self._on_rto(now)
         self._release_fates(now)
+        if self._across:
+            for group in [g for g in self._across.values() if g.close_at <= now]:
+                self._close_across(group, now)
+        if self._held_order:
+            self._release_held(now)
 
     def _on_rto(self, now: float) -> None:
         """RFC 6298 §5.4-5.6: resend, back off, restart the timer."""
@@ -595,3 +715,210 @@ class Sender:
         if not (self._repairs or self._controls):
             self._ping = True  # nothing to repair: probe so the timer can learn the path
         self._rto_base = now
+
+    # -- recovery: NACK repairs ----------------------------------------------------------------
+
+    def queue_nack(self, frame: bytes) -> None:
+        """Send a NACK frame (built by the receiving side) once, in the next packet."""
+        if len(frame) <= self._max_payload:
+            self._controls.append(_Control(frame, repeat=False))
+
+    def on_nack(self, frame: NackFrame, now: float) -> None:
+        """The peer misses pieces: repair the ones of held messages that can still arrive
+        before their deadline (``now + srtt/2 < deadline``) and were not repaired within the
+        last round trip (the NACK may predate that repair's arrival)."""
+        self._counters.nacks_received += 1
+        self._peer_nacks = True
+        if self._held_order:
+            self._release_held(now)
+        held = self._held
+        srtt = self._rtt.srtt_s
+        repairs = self._repairs
+        for request in frame.requests:
+            message = held.get((request.channel, request.message_id))
+            if message is None or message.state == _EXPIRED:
+                continue
+            acked = message.acked
+            if acked is not None and message.state != _PENDING:
+                continue  # reliable and acknowledged whole
+            assert message.deadline is not None  # only messages with a deadline are held
+            if now + srtt / 2 >= message.deadline:
+                self._counters.repairs_too_late += 1
+                continue
+            sent = message.next_piece
+            chunk = message.chunk
+            if request.ranges:
+                wanted: set[int] = set()
+                for offset, length in request.ranges:
+                    first = offset // chunk
+                    last = min((offset + length - 1) // chunk, sent - 1)
+                    wanted.update(range(first, last + 1))
+                indices = sorted(wanted)
+            else:
+                indices = list(range(sent))
+            repaired = message.repaired
+            if repaired is None:
+                repaired = message.repaired = {}
+            urgent = []
+            for index in indices:
+                if acked is not None and acked[index]:
+                    continue
+                if repaired.get(index, -math.inf) > now - srtt:
+                    continue
+                repaired[index] = now  # also keeps a repeated NACK from queueing it twice
+                urgent.append((message, index))
+            # Ahead of the loss-detected repairs: these have a deadline close by.
+            repairs.extendleft(reversed(urgent))
+            self._counters.nack_repairs += len(urgent)
+
+    def _hold(self, message: _OutMessage) -> None:
+        """Keep a message with a deadline for NACK repairs until the deadline passes."""
+        assert message.deadline is not None
+        key = (message.channel, message.message_id)
+        self._held[key] = message
+        self._held_seq += 1
+        heapq.heappush(self._held_order, (message.deadline, self._held_seq, key))
+        self.held_bytes += len(message.data)
+        limit = self._config.max_send_queue_bytes
+        while self.held_bytes > limit:
+            self._release_first()
+
+    def _release_held(self, now: float) -> None:
+        order = self._held_order
+        while order and order[0][0] <= now:
+            self._release_first()
+
+    def _release_first(self) -> None:
+        _, _, key = heapq.heappop(self._held_order)
+        message = self._held.pop(key)
+        self.held_bytes -= len(message.data)
+
+    # -- recovery: parity (FEC) ----------------------------------------------------------------
+
+    def _loss_level(self, now: float) -> tuple[float, float]:
+        """Loss (%) and mean burst to size parity for; (0, 0) on a clean link."""
+        if now - self._level_at >= LOSS_REFRESH_S:
+            self._level_at = now
+            loss = self.loss.loss_pct
+            if loss >= self._config.fec_min_loss_pct:
+                self._level = (loss, self.loss.burst_loss)
+            else:
+                self._level = (0.0, 0.0)
+        return self._level
+
+    def _repair_rounds(self, deadline: float, now: float) -> int:
+        """NACK rounds that still fit before ``deadline`` if the peer asks for repairs (it has
+        sent a NACK before): the first needs the piece, the NACK and the repair to travel, 1.5
+        RTT plus the reorder allowance; each next one another RTT."""
+        if not (self._answer_nacks and self._peer_nacks):
+            return 0
+        srtt = self._rtt.srtt_s
+        spare = deadline - now - 0.5 * srtt - 2 * self._config.nack_delay_s
+        return max(0, int(spare // srtt)) if srtt > 0 else 0
+
+    def _group_sent(self, message: _OutMessage, now: float) -> None:
+        """The last piece of a parity group left for the first time: send its parity."""
+        ends = message.fec_ends
+        if ends is None:
+            message.fec_next_end = 0
+            self._join_across(message, now)
+            return
+        group = ends.index(message.fec_next_end)
+        start = ends[group - 1] if group else 0
+        end = ends[group]
+        message.fec_next_end = ends[group + 1] if group + 1 < len(ends) else 0
+        loss, burst = self._loss_level(now)
+        k = end - start
+        assert message.deadline is not None  # only messages with a deadline get parity
+        target = residual_target(loss, self._repair_rounds(message.deadline, now))
+        wanted = parity_count(k, loss, burst, target)
+        if not wanted:
+            return
+        chunk = message.chunk
+        size = len(message.data)
+        m = self._budget.grant(wanted, chunk, min(end * chunk, size) - start * chunk)
+        if not m:
+            return
+        view = message.view
+        shards: list[bytes | memoryview] = [
+            view[i * chunk : (i + 1) * chunk] for i in range(start, end)
+        ]
+        if len(shards[-1]) < chunk:
+            shards[-1] = bytes(shards[-1]) + bytes(chunk - len(shards[-1]))
+        lifetime = _lifetime_us(message, now)
+        for index, shard in enumerate(fec.encode(shards, m)):
+            header = parity_header(
+                message.kind,
+                message.channel,
+                message.message_id,
+                across=False,
+                total_len=size,
+                first_offset=start * chunk,
+                lifetime_us=lifetime,
+                k=k,
+                m=m,
+                index=index,
+                members=(),
+                length=chunk,
+            )
+            self._controls.append(
+                _Control(header + shard, repeat=False, deadline=message.deadline, parity=True)
+            )
+
+    def _join_across(self, message: _OutMessage, now: float) -> None:
+        """A one-piece message with a deadline left: add it to its channel's open group."""
+        channel = message.channel
+        group = self._across.get(channel)
+        if group is None and not self._loss_level(now)[0]:
+            return  # a clean link: no group
+        if group is not None and not group.fits(message.message_id):
+            self._close_across(group, now)
+            group = None
+        if group is None:
+            assert message.deadline is not None
+            # The parity must reach the receiver before the first member's deadline: it has
+            # half a round trip to travel, and as much again as a margin.
+            close_at = message.deadline - self._rtt.srtt_s
+            group = AcrossGroup(channel, message.kind, message.deadline, close_at, now)
+            self._across[channel] = group
+        group.add(message.message_id, message.data)
+        if len(group.members) >= self._across_k or now >= group.close_at:
+            self._close_across(group, now)
+
+    def _close_across(self, group: AcrossGroup, now: float) -> None:
+        del self._across[group.channel]
+        loss, burst = self._loss_level(now)
+        k = len(group.members)
+        # NACKs for the members began as they were found missing: count the rounds from the
+        # first one's departure, one message interval later (a lost one-piece message shows
+        # only when the next one arrives).
+        interval = (now - group.opened_at) / (k - 1) if k > 1 else 0.0
+        rounds = self._repair_rounds(group.deadline, group.opened_at + interval)
+        target = residual_target(loss, rounds)
+        wanted = parity_count(k, loss, burst, target)
+        data_bytes = sum(len(s) for s in group.shards)
+        m = self._budget.grant(wanted, group.size, data_bytes) if wanted else 0
+        if not m:
+            return
+        lifetime = min(int((group.deadline - now) * 1e6), MAX_LIFETIME_US)
+        if lifetime <= 0:
+            return
+        members = tuple(group.members)
+        for index, shard in enumerate(fec.encode(pad(group.shards, group.size), m)):
+            header = parity_header(
+                group.kind,
+                group.channel,
+                members[0],
+                across=True,
+                total_len=0,
+                first_offset=0,
+                lifetime_us=lifetime,
+                k=k,
+                m=m,
+                index=index,
+                members=members,
+                length=group.size,
+            )
+            self._controls.append(
+                _Control(header + shard, repeat=False, deadline=group.deadline, parity=True)
+            )

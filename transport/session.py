@@ -11,7 +11,7 @@ import enum
 import os
 import struct
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 
 from cryptography.exceptions import InvalidTag
@@ -33,6 +33,8 @@ from transport.crypto import (
 )
 from transport.errors import DecodeError, UsageError
 from transport.events import Closed, Connected, Event, Message
+from transport.nack import NackScheduler
+from transport.parity import ParityDecoder
 from transport.reassembly import ACCEPTED, REFUSED, VIOLATION, Reassembler
 from transport.rtt import RttEstimator
 from transport.sender import Sender
@@ -43,6 +45,8 @@ from transport.wire import (
     AckFrame,
     CloseFrame,
     FragmentFrame,
+    NackFrame,
+    ParityFrame,
     encode_close,
     parse_fragment,
     parse_frames,
@@ -152,6 +156,13 @@ class Session:
         self._close_packet_at = float("-inf")
         self._close_repeats: list[float] = []
         self._close_frame = b""
+        # Loss recovery within deadlines (PROTOCOL.md §8.10), once both sides agreed to it.
+        self._recovering = False
+        self._nacker: NackScheduler | None = None
+        self._parity: ParityDecoder | None = None
+        # What receive_data looks at to know whether recovery has work after a batch (the
+        # containers themselves, never replaced: no call on the hot path when all are empty).
+        self._recovery_watch: tuple[Collection[object], ...] = ((), (), ())
 
     # -- construction ------------------------------------------------------------------------
 
@@ -211,6 +222,8 @@ class Session:
     def _params(self) -> pk.Params:
         c = self.config
         features = pk.PARAM_WANTS_ARRIVALS if c.arrival_feedback else 0
+        if c.recovery:
+            features |= pk.PARAM_RECOVERY
         return pk.Params(
             int(c.idle_timeout_s * 1000),
             int(c.max_ack_delay_s * 1e6),
@@ -243,9 +256,26 @@ class Session:
         congestion = NewReno(
             config.max_datagram_bytes, config.initial_window_packets, config.min_window_packets
         )
+        recovery = config.recovery and bool(peer.features & pk.PARAM_RECOVERY)
         self._sender = Sender(
-            config, self._counters, self._rtt, congestion, peer.max_ack_delay_us / 1e6
+            config,
+            self._counters,
+            self._rtt,
+            congestion,
+            peer.max_ack_delay_us / 1e6,
+            nack=recovery and config.nack,
+            fec=recovery and config.fec,
         )
+        if recovery:
+            self._recovering = True
+            reassembler = self._reassembler
+            reassembler.track = True
+            self._parity = ParityDecoder(config, reassembler, self._counters)
+            self._recovery_watch = (reassembler.tracked, reassembler.gaps, self._parity.groups)
+            if config.nack:
+                reassembler.track_nacks = True
+                room = config.max_datagram_bytes - pk.DATA_OVERHEAD_BYTES - 64  # beside an ACK
+                self._nacker = NackScheduler(reassembler, self._rtt, config.nack_delay_s, room)
         # Messages this short may fit one packet whole (the direct path); longer never do.
         self._direct_limit = config.max_datagram_bytes - pk.DATA_OVERHEAD_BYTES
 
@@ -349,6 +379,12 @@ class Session:
             messages_superseded=c.messages_superseded,
             decode_failures=c.decode_failures,
             replays_rejected=c.replays_rejected,
+            nacks_sent=c.nacks_sent,
+            nacks_received=c.nacks_received,
+            nack_repairs=c.nack_repairs,
+            repairs_too_late=c.repairs_too_late,
+            fec_packets_sent=c.fec_packets_sent,
+            fec_recovered=c.fec_recovered,
             window_bytes=sender.window_bytes if sender else 0,
             bytes_in_flight=sender.bytes_in_flight if sender else 0,
             send_queue_bytes=sender.queued_bytes if sender else 0,
@@ -492,6 +528,23 @@ class Session:
             acks.on_eliciting_run(run_first, run_last, now)
         counters.packets_received += opened
         counters.bytes_received += opened_bytes
+        if self._recovering and opened:
+            tracked, gaps, groups = self._recovery_watch
+            if tracked or gaps or groups:
+                self._after_receive(now)
+
+    def _after_receive(self, now: float) -> None:
+        """Recovery after a batch of datagrams: rebuild what waiting parity groups now can,
+        and note which tracked messages moved (for NACKs)."""
+        if self.state is not _ESTABLISHED:
+            return
+        parity = self._parity
+        if parity is not None and parity.pending and parity.retry(now) == VIOLATION:
+            self._violation(now, "parity contradicts the fragments of its message")
+            return
+        nacker = self._nacker
+        if nacker is not None and nacker.active:
+            nacker.observe(now)
 
     def _on_payload(self, payload: bytes, pn: int, addr: Address, now: float) -> None:
         """Act on an authenticated payload (§4.7)."""
@@ -543,6 +596,17 @@ class Session:
             elif ftype is AbandonFrame:
                 eliciting = True
                 status = reassembler.on_abandon(frame.channel, frame.message_id)  # type: ignore[union-attr]
+            elif ftype is ParityFrame:
+                eliciting = True
+                if self._parity is None:
+                    continue  # recovery not negotiated: the peer should not send it; ignore
+                status = self._parity.on_parity(frame, now)  # type: ignore[arg-type]
+            elif ftype is NackFrame:
+                eliciting = True
+                if self._recovering:
+                    assert self._sender is not None
+                    self._sender.on_nack(frame, now)  # type: ignore[arg-type]
+                continue
             else:  # PING
                 eliciting = True
                 ping = True
@@ -689,6 +753,13 @@ class Session:
         ):
             if t is not None and t < deadline:
                 deadline = t
+        if self._recovering:
+            for t in (
+                self._nacker.next_timer() if self._nacker is not None else None,
+                self._parity.next_timer() if self._parity is not None else None,
+            ):
+                if t is not None and t < deadline:
+                    deadline = t
         if self._close_request is not None:
             deadline = min(deadline, self._close_request[2])
         return deadline
@@ -710,12 +781,28 @@ class Session:
             assert self._sender is not None
             self._sender.handle_timer(now)
             self._reassembler.handle_timer(now)
+            if self._recovering:
+                self._recovery_timer(now)
         elif self._linger_end is not None and now >= self._linger_end:
             self._transition("linger_done")
         elif state is State.CLOSING and self._close_repeats and now >= self._close_repeats[0]:
             del self._close_repeats[0]
             self._close_packet_at = float("-inf")
             self._answer_with_close(now)
+
+    def _recovery_timer(self, now: float) -> None:
+        if self._parity is not None:
+            self._parity.handle_timer(now)
+        nacker = self._nacker
+        if nacker is None:
+            return
+        due = nacker.next_timer()
+        if due is not None and due <= now:
+            assert self._sender is not None
+            frames = nacker.poll(now)
+            for frame in frames:
+                self._sender.queue_nack(frame)
+            self._counters.nacks_sent += len(frames)
 
 
 def _with_datagram(config: SessionConfig, max_datagram_bytes: int) -> SessionConfig:

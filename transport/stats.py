@@ -12,6 +12,8 @@ class Counters:
         "bytes_received",
         "bytes_sent",
         "decode_failures",
+        "fec_packets_sent",
+        "fec_recovered",
         "message_bytes_delivered",
         "messages_delivered",
         "messages_dropped",
@@ -19,9 +21,13 @@ class Counters:
         "messages_late",
         "messages_sent",
         "messages_superseded",
+        "nack_repairs",
+        "nacks_received",
+        "nacks_sent",
         "packets_lost",
         "packets_received",
         "packets_sent",
+        "repairs_too_late",
         "replays_rejected",
         "retransmissions",
     )
@@ -42,6 +48,12 @@ class Counters:
         self.messages_superseded = 0
         self.decode_failures = 0
         self.replays_rejected = 0
+        self.nacks_sent = 0
+        self.nacks_received = 0
+        self.nack_repairs = 0
+        self.repairs_too_late = 0
+        self.fec_packets_sent = 0
+        self.fec_recovered = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +83,19 @@ class SessionStats:
     """Sending side: latest-only messages replaced by a newer one before any of them left."""
     decode_failures: int
     replays_rejected: int
+    nacks_sent: int
+    """NACK frames sent: requests for pieces of messages that still had time."""
+    nacks_received: int
+    nack_repairs: int
+    """Pieces queued for repair because the peer's NACK named them."""
+    repairs_too_late: int
+    """Repairs not sent because they could not arrive before the deadline
+    (``now + srtt/2 >= deadline``): refused NACKs, and lost pieces of reliable messages,
+    which then expire."""
+    fec_packets_sent: int
+    """PARITY frames sent."""
+    fec_recovered: int
+    """Received side: pieces (or one-piece messages) rebuilt from parity."""
     window_bytes: int
     bytes_in_flight: int
     send_queue_bytes: int

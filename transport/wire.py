@@ -19,6 +19,8 @@ CLOSE = 0x03
 FRAGMENT = 0x04
 ABANDON = 0x05
 ARRIVALS = 0x06
+NACK = 0x07
+PARITY = 0x08
 
 # FRAGMENT flag bits.
 KIND_MASK = 0x03
@@ -30,6 +32,17 @@ MAX_ACK_RANGES = 256
 MAX_REASON_BYTES = 1024
 MAX_ARRIVALS = 64
 """Arrival records in one ARRIVALS frame (and what a receiver keeps waiting to be sent)."""
+MAX_NACK_MESSAGES = 32
+"""Messages named in one NACK frame."""
+MAX_NACK_RANGES = 16
+"""Byte ranges named for one message in a NACK frame."""
+MAX_PARITY_SHARDS = 255
+"""Upper bound on ``k + m`` of a PARITY group (Reed-Solomon over GF(2^8), ``fec.MAX_SHARDS``)."""
+
+# PARITY flag bits: the channel kind and HAS_DEADLINE as in FRAGMENT, plus ACROSS.
+ACROSS = 0x08
+"""PARITY flag: the group is whole one-piece messages, not pieces of one message."""
+PARITY_FLAGS = KIND_MASK | HAS_DEADLINE | ACROSS
 
 
 def encode_varint(value: int) -> bytes:
@@ -136,7 +149,59 @@ class ArrivalsFrame:
     packets: tuple[tuple[int, int], ...]
 
 
-Frame = PingFrame | AckFrame | CloseFrame | FragmentFrame | AbandonFrame | ArrivalsFrame
+@dataclass(frozen=True, slots=True)
+class NackRequest:
+    """Byte ranges ``(offset, length)`` of one message the receiver is missing, ascending and
+    disjoint; empty ``ranges`` names the whole message (none of it arrived)."""
+
+    channel: int
+    message_id: int
+    ranges: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NackFrame:
+    """The receiver asks for pieces of messages whose deadline still leaves time
+    (PROTOCOL.md §4.9)."""
+
+    requests: tuple[NackRequest, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ParityFrame:
+    """Parity shard ``index`` (of ``m``) of a group of ``k`` data shards (PROTOCOL.md §4.10).
+
+    Within one message (``across`` false): the data shards are the pieces of
+    ``message_id`` at offsets ``first_offset + j * len(data)`` for ``j < k``, the last one
+    zero-padded. Across messages (``across`` true): the data shards are the one-piece messages
+    ``members`` (``k`` ids, the first is ``message_id``), each as ``varint(length) || data``
+    zero-padded to ``len(data)``; ``total_len`` and ``first_offset`` are 0.
+    """
+
+    kind: int
+    channel: int
+    message_id: int
+    across: bool
+    total_len: int
+    first_offset: int
+    lifetime_us: int | None
+    k: int
+    m: int
+    index: int
+    members: tuple[int, ...]
+    data: bytes
+
+
+Frame = (
+    PingFrame
+    | AckFrame
+    | CloseFrame
+    | FragmentFrame
+    | AbandonFrame
+    | ArrivalsFrame
+    | NackFrame
+    | ParityFrame
+)
 
 PING_BYTES = bytes((PING,))
 
@@ -195,6 +260,88 @@ def encode_arrivals(packets: list[tuple[int, int]]) -> bytes:
         parts.append(encode_varint(delta << 1 if delta >= 0 else ((-delta) << 1) - 1))
         pn, us = next_pn, next_us
     return b"".join(parts)
+
+
+def encode_nack(requests: list[NackRequest]) -> bytes:
+    """NACK frame naming 1..MAX_NACK_MESSAGES messages, each with 0..MAX_NACK_RANGES byte
+    ranges (ascending, disjoint, non-empty; none: the whole message)."""
+    if not 0 < len(requests) <= MAX_NACK_MESSAGES:
+        raise ValueError(f"NACK names 1..{MAX_NACK_MESSAGES} messages, not {len(requests)}")
+    parts = [bytes((NACK, len(requests)))]
+    for request in requests:
+        ranges = request.ranges
+        if len(ranges) > MAX_NACK_RANGES:
+            raise ValueError(f"NACK names at most {MAX_NACK_RANGES} ranges per message")
+        parts.append(bytes((request.channel,)))
+        parts.append(encode_varint(request.message_id))
+        parts.append(bytes((len(ranges),)))
+        end = 0
+        for offset, length in ranges:
+            if length < 1 or offset < end:
+                raise ValueError("NACK ranges must be non-empty, ascending and disjoint")
+            parts.append(encode_varint(offset))
+            parts.append(encode_varint(length))
+            end = offset + length
+    return b"".join(parts)
+
+
+def parity_header(
+    kind: int,
+    channel: int,
+    message_id: int,
+    *,
+    across: bool,
+    total_len: int,
+    first_offset: int,
+    lifetime_us: int | None,
+    k: int,
+    m: int,
+    index: int,
+    members: tuple[int, ...],
+    length: int,
+) -> bytes:
+    """Everything of a PARITY frame before its ``length`` shard bytes (§4.10). ``members``
+    (across groups only) are the ``k`` message ids, ascending, the first ``message_id``."""
+    if not (k >= 1 and m >= 1 and 0 <= index < m and k + m <= MAX_PARITY_SHARDS and length):
+        raise ValueError("PARITY needs k >= 1, 0 <= index < m, k + m <= 255, a shard")
+    flags = kind | (HAS_DEADLINE if lifetime_us is not None else 0) | (ACROSS if across else 0)
+    parts = [bytes((PARITY, flags, channel)), encode_varint(message_id)]
+    if not across:
+        parts.append(encode_varint(total_len))
+        parts.append(encode_varint(first_offset))
+    if lifetime_us is not None:
+        parts.append(encode_varint(lifetime_us))
+    parts.append(bytes((k, m, index)))
+    if across:
+        if len(members) != k or members[0] != message_id:
+            raise ValueError("an across PARITY lists its k members, the first message_id")
+        previous = message_id
+        for member in members[1:]:
+            if member <= previous:
+                raise ValueError("PARITY members must increase")
+            parts.append(encode_varint(member - previous))
+            previous = member
+    parts.append(encode_varint(length))
+    return b"".join(parts)
+
+
+def encode_parity(frame: ParityFrame) -> bytes:
+    """The PARITY frame ``frame`` describes."""
+    header = parity_header(
+        frame.kind,
+        frame.channel,
+        frame.message_id,
+        across=frame.across,
+        total_len=frame.total_len,
+        first_offset=frame.first_offset,
+        lifetime_us=frame.lifetime_us,
+        k=frame.k,
+        m=frame.m,
+        index=frame.index,
+        members=frame.members,
+        length=len(frame.data),
+    )
+    return header + frame.data
 
 
 def fragment_header(
@@ -378,6 +525,94 @@ def _parse_arrivals(buf: bytes, pos: int) -> tuple[Frame, int]:
     return ArrivalsFrame(tuple(packets)), pos
 
 
+def _byte(buf: bytes, pos: int, what: str) -> int:
+    if pos >= len(buf):
+        raise DecodeError(f"truncated {what}")
+    return buf[pos]
+
+
+def _parse_nack(buf: bytes, pos: int) -> tuple[Frame, int]:
+    count = _byte(buf, pos, "NACK")
+    if not 0 < count <= MAX_NACK_MESSAGES:
+        raise DecodeError("bad NACK count")
+    pos += 1
+    requests = []
+    for _ in range(count):
+        channel = _byte(buf, pos, "NACK")
+        message_id, pos = read_varint(buf, pos + 1)
+        range_count = _byte(buf, pos, "NACK")
+        if range_count > MAX_NACK_RANGES:
+            raise DecodeError("too many NACK ranges")
+        pos += 1
+        ranges = []
+        end = 0
+        for _ in range(range_count):
+            offset, pos = read_varint(buf, pos)
+            length, pos = read_varint(buf, pos)
+            if length == 0 or offset < end:
+                raise DecodeError("NACK ranges must be non-empty, ascending and disjoint")
+            end = offset + length
+            if end > MAX_VARINT:
+                raise DecodeError("NACK range out of range")
+            ranges.append((offset, length))
+        requests.append(NackRequest(channel, message_id, tuple(ranges)))
+    return NackFrame(tuple(requests)), pos
+
+
+def _parse_parity(buf: bytes, pos: int) -> tuple[Frame, int]:
+    flags = _byte(buf, pos, "PARITY")
+    channel = _byte(buf, pos + 1, "PARITY")
+    if flags & ~PARITY_FLAGS or flags & KIND_MASK == KIND_MASK:
+        raise DecodeError("unknown PARITY flags")
+    message_id, pos = read_varint(buf, pos + 2)
+    across = bool(flags & ACROSS)
+    total_len = first_offset = 0
+    if not across:
+        total_len, pos = read_varint(buf, pos)
+        first_offset, pos = read_varint(buf, pos)
+    lifetime_us = None
+    if flags & HAS_DEADLINE:
+        lifetime_us, pos = read_varint(buf, pos)
+    if pos + 3 > len(buf):
+        raise DecodeError("truncated PARITY")
+    k, m, index = buf[pos], buf[pos + 1], buf[pos + 2]
+    pos += 3
+    if k == 0 or m == 0 or index >= m or k + m > MAX_PARITY_SHARDS:
+        raise DecodeError("bad PARITY group")
+    members: tuple[int, ...] = ()
+    if across:
+        ids = [message_id]
+        for _ in range(k - 1):
+            step, pos = read_varint(buf, pos)
+            if step == 0:
+                raise DecodeError("PARITY members must increase")
+            ids.append(ids[-1] + step)
+        if ids[-1] > MAX_VARINT:
+            raise DecodeError("PARITY member out of range")
+        members = tuple(ids)
+    length, pos = read_varint(buf, pos)
+    end = pos + length
+    if length == 0 or end > len(buf):
+        raise DecodeError("bad PARITY length")
+    if not across and first_offset + (k - 1) * length >= total_len:
+        raise DecodeError("PARITY group outside its message")
+    frame = ParityFrame(
+        flags & KIND_MASK,
+        channel,
+        message_id,
+        across,
+        total_len,
+        first_offset,
+        lifetime_us,
+        k,
+        m,
+        index,
+        members,
+        buf[pos:end],
+    )
+    return frame, end
+
+
 _PARSERS: dict[int, Callable[[bytes, int], tuple[Frame, int]]] = {
     PING: _parse_ping,
     ACK: _parse_ack,
@@ -385,6 +620,8 @@ _PARSERS: dict[int, Callable[[bytes, int], tuple[Frame, int]]] = {
     FRAGMENT: _parse_fragment,
     ABANDON: _parse_abandon,
     ARRIVALS: _parse_arrivals,
+    NACK: _parse_nack,
+    PARITY: _parse_parity,
 }
 
 

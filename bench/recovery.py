@@ -1,0 +1,239 @@
+"""Loss recovery within deadlines, measured (issue 4): NACK repair (ARQ), parity (FEC), both.
+
+``python -m bench.recovery [--quick] [--json FILE] [--default-window]``
+
+Workloads, client to server on the unreliable channel, over the simulated link with a 20 ms
+round trip (10 ms each way, the same loss both ways):
+
+- ``video``: 30 frames/s at 2 Mbit/s, each frame with a 33 ms deadline: a 60 KB keyframe
+  every 2 s and P-frames filling the rest of the rate (about 7.5 KB, +-25 %, seeded);
+- ``keyframes``: a 150 KB frame every 0.5 s, 33 ms deadline;
+- ``game``: 200-byte messages at 60 Hz, 100 ms deadline.
+
+Links: 1 %, 5 % and 10 % random loss, and Gilbert-Elliott burst loss of 5 % in bursts of 3
+datagrams on average. Modes: ``none`` (recovery off), ``arq`` (NACK only), ``fec`` (parity
+only), ``both``. Per row: the share of messages delivered whole before their deadline
+(``send()`` to delivery, on the simulated clock), the overhead (extra bytes on the wire, both
+directions, against ``none`` on the same link and seed), repairs sent, NACK frames, parity
+frames sent and pieces rebuilt from parity.
+
+Congestion control is taken out of the picture by default (``min_window_packets`` =
+``initial_window_packets`` = 512): NewReno halves its window on every random loss, and a 60
+KB keyframe then takes several round trips to leave, whatever recovery does. That is the
+rate-control item of issue 4, not this one; ``--default-window`` runs with the defaults to
+show it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from bench.impair import GilbertElliott, LinkConfig
+from bench.simlink import SimNetwork
+from transport.config import UNRELIABLE, SessionConfig
+from transport.events import Message
+
+DELAY_S = 0.010
+WARMUP_S = 0.5
+DRAIN_S = 0.5
+SEED = 4
+WINDOW_PACKETS = 512
+
+LINKS: dict[str, LinkConfig] = {
+    "random 1%": LinkConfig(delay_s=DELAY_S, loss=0.01),
+    "random 5%": LinkConfig(delay_s=DELAY_S, loss=0.05),
+    "random 10%": LinkConfig(delay_s=DELAY_S, loss=0.10),
+    "burst 5% x3": LinkConfig(delay_s=DELAY_S, burst=GilbertElliott.from_loss(0.05, 3.0)),
+}
+
+MODES: dict[str, SessionConfig] = {
+    "none": SessionConfig(recovery=False),
+    "arq": SessionConfig(fec=False),
+    "fec": SessionConfig(nack=False),
+    "both": SessionConfig(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    name: str
+    deadline_s: float
+    sizes: Callable[[float, random.Random], list[tuple[float, int]]]
+    """(send time from the start, size) of every message in ``duration_s``."""
+
+
+def video(duration_s: float, rng: random.Random) -> list[tuple[float, int]]:
+    """30 fps at 2 Mbit/s: a 60 KB keyframe every 60 frames, P-frames for the rest."""
+    fps, rate_bps, keyframe, gop = 30, 2_000_000, 60_000, 60
+    p_mean = (rate_bps / 8 * gop / fps - keyframe) / (gop - 1)
+    out = []
+    for i in range(int(duration_s * fps)):
+        size = keyframe if i % gop == 0 else int(p_mean * rng.uniform(0.75, 1.25))
+        out.append((i / fps, size))
+    return out
+
+
+def keyframes(duration_s: float, rng: random.Random) -> list[tuple[float, int]]:
+    return [(i * 0.5, 150_000) for i in range(int(duration_s / 0.5))]
+
+
+def game(duration_s: float, rng: random.Random) -> list[tuple[float, int]]:
+    return [(i / 60, 200) for i in range(int(duration_s * 60))]
+
+
+WORKLOADS = {
+    "video": Workload("video", 0.033, video),
+    "keyframes": Workload("keyframes", 0.033, keyframes),
+    "game": Workload("game", 0.100, game),
+}
+
+
+def run(
+    workload: Workload,
+    link: LinkConfig,
+    mode: str,
+    duration_s: float,
+    *,
+    seed: int = SEED,
+    default_window: bool = False,
+) -> dict[str, Any]:
+    """One row: ``workload`` over ``link`` with recovery ``mode``."""
+    config = MODES[mode]
+    if not default_window:
+        config = replace(
+            config, initial_window_packets=WINDOW_PACKETS, min_window_packets=WINDOW_PACKETS
+        )
+    net = SimNetwork(seed=seed, config=config, c2s=link, max_steps=50_000_000)
+    server = net.connect(timeout_s=30.0)
+    start = net.now + WARMUP_S
+    sends = workload.sizes(duration_s, random.Random(seed))
+    sent_at: dict[int, float] = {}
+
+    def sender(size: int, index: int) -> Callable[[], None]:
+        def action() -> None:
+            mid = net.client.send(
+                bytes(size), channel=UNRELIABLE, deadline_s=workload.deadline_s, now=net.now
+            )
+            sent_at[mid] = net.now
+
+        return action
+
+    for index, (at, size) in enumerate(sends):
+        net.schedule(start + at, sender(size, index))
+    net.run(start + duration_s + DRAIN_S)
+
+    on_time = 0
+    for t, event in net.server_log:
+        if isinstance(event, Message) and event.channel == UNRELIABLE:
+            sent = sent_at.get(event.message_id)
+            if sent is not None and t - sent <= workload.deadline_s + 1e-9:
+                on_time += 1
+    client, received = net.client.stats(), server.stats()
+    wire = net.links["c2s"].bytes_sent + net.links["s2c"].bytes_sent
+    return {
+        "workload": workload.name,
+        "mode": mode,
+        "messages": len(sends),
+        "on_time": on_time,
+        "on_time_pct": round(100.0 * on_time / len(sends), 2),
+        "wire_bytes": wire,
+        "payload_bytes": sum(size for _, size in sends),
+        "retransmissions": client.retransmissions,
+        "nack_repairs": client.nack_repairs,
+        "repairs_too_late": client.repairs_too_late,
+        "nacks_sent": received.nacks_sent,
+        "fec_packets_sent": client.fec_packets_sent,
+        "fec_recovered": received.fec_recovered,
+        "measured_loss_pct": round(
+            100.0 * net.links["c2s"].datagrams_lost / max(1, net.links["c2s"].datagrams_sent), 2
+        ),
+    }
+
+
+def run_all(
+    duration_s: float,
+    *,
+    workloads: Sequence[str] = tuple(WORKLOADS),
+    links: Sequence[str] = tuple(LINKS),
+    default_window: bool = False,
+    say: Callable[[str], None] = lambda _: None,
+) -> list[dict[str, Any]]:
+    rows = []
+    for name in workloads:
+        for link_name in links:
+            baseline: int | None = None
+            for mode in MODES:
+                row = run(
+                    WORKLOADS[name],
+                    LINKS[link_name],
+                    mode,
+                    duration_s,
+                    default_window=default_window,
+                )
+                row["link"] = link_name
+                if mode == "none":
+                    baseline = row["wire_bytes"]
+                assert baseline is not None
+                row["overhead_pct"] = round(100.0 * (row["wire_bytes"] / baseline - 1), 1)
+                rows.append(row)
+                say(_line(row))
+    return rows
+
+
+HEADER = (
+    f"{'workload':<10} {'link':<12} {'mode':<5} {'on time':>8} {'overhead':>9} "
+    f"{'repairs':>8} {'NACKs':>6} {'parity':>7} {'rebuilt':>8} {'too late':>9}"
+)
+
+
+def _line(row: dict[str, Any]) -> str:
+    return (
+        f"{row['workload']:<10} {row['link']:<12} {row['mode']:<5} "
+        f"{row['on_time_pct']:>7.2f}% {row['overhead_pct']:>8.1f}% "
+        f"{row['retransmissions']:>8} {row['nacks_sent']:>6} {row['fec_packets_sent']:>7} "
+        f"{row['fec_recovered']:>8} {row['repairs_too_late']:>9}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.recovery", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="10 s per row instead of 30 s")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the rows here")
+    parser.add_argument("--workload", action="append", choices=sorted(WORKLOADS))
+    parser.add_argument("--link", action="append", choices=list(LINKS))
+    parser.add_argument(
+        "--default-window",
+        action="store_true",
+        help="keep the default congestion window (NewReno halving on random loss)",
+    )
+    args = parser.parse_args(argv)
+    duration_s = 10.0 if args.quick else 30.0
+    print(HEADER)
+    rows = run_all(
+        duration_s,
+        workloads=args.workload or tuple(WORKLOADS),
+        links=args.link or tuple(LINKS),
+        default_window=args.default_window,
+        say=lambda line: print(line, flush=True),
+    )
+    if args.json is not None:
+        result = {
+            "duration_s": duration_s,
+            "seed": SEED,
+            "rtt_ms": 2 * DELAY_S * 1e3,
+            "default_window": args.default_window,
+            "rows": rows,
+        }
+        args.json.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
