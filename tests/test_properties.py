@@ -103,6 +103,48 @@ def fragment_frames(draw: st.DrawFn) -> bytes:
     return body[:cut] + draw(st.one_of(st.just(b""), st.binary(max_size=8)))
 
 
+@st.composite
+def nack_frames(draw: st.DrawFn) -> bytes:
+    """NACK frame bodies (after the type byte), mostly well formed, sometimes not."""
+    count = draw(st.one_of(st.integers(1, 4), st.integers(0, 255)))
+    parts = [bytes((count,))]
+    for _ in range(min(count, 4)):
+        parts.append(bytes((draw(st.integers(0, 255)),)))
+        parts.append(draw(any_length_varints()))
+        ranges = draw(st.one_of(st.integers(0, 4), st.integers(0, 255)))
+        parts.append(bytes((ranges,)))
+        for _ in range(min(ranges, 4)):
+            parts.append(draw(any_length_varints(max_value=1 << 20)))
+            parts.append(draw(any_length_varints(max_value=1 << 12)))
+    body = b"".join(parts)
+    cut = draw(st.one_of(st.just(len(body)), st.integers(0, len(body))))
+    return body[:cut] + draw(st.one_of(st.just(b""), st.binary(max_size=8)))
+
+
+@st.composite
+def parity_frames(draw: st.DrawFn) -> bytes:
+    """PARITY frame bodies (after the type byte), mostly well formed, sometimes not."""
+    flags = draw(st.one_of(st.integers(0, 15), st.integers(0, 255)))
+    k = draw(st.one_of(st.integers(1, 8), st.integers(0, 255)))
+    m = draw(st.one_of(st.integers(1, 4), st.integers(0, 255)))
+    length = draw(st.integers(0, 64))
+    parts = [bytes((flags, draw(st.integers(0, 255)))), draw(any_length_varints())]
+    if not flags & wire.ACROSS:
+        parts.append(draw(any_length_varints(max_value=1 << 16)))  # total_len
+        parts.append(draw(any_length_varints(max_value=1 << 16)))  # first_offset
+    if flags & wire.HAS_DEADLINE:
+        parts.append(draw(any_length_varints()))
+    parts.append(bytes((k, m, draw(st.integers(0, 255)))))
+    if flags & wire.ACROSS:
+        for _ in range(min(k, 9) - 1):
+            parts.append(draw(any_length_varints(max_value=100)))
+    parts.append(varint_with_length(length, draw(st.sampled_from(_fits(length)))))
+    parts.append(draw(st.binary(min_size=length, max_size=length)))
+    body = b"".join(parts)
+    cut = draw(st.one_of(st.just(len(body)), st.integers(0, len(body))))
+    return body[:cut] + draw(st.one_of(st.just(b""), st.binary(max_size=8)))
+
+
 def _fits(value: int) -> list[int]:
     return [n for n, limit in VARINT_LIMITS.items() if value <= limit]
 
@@ -123,7 +165,19 @@ DECODERS: dict[str, Callable[[bytes], object]] = {
 }
 
 
-FRAME_SOUP = [wire.PING, wire.ACK, wire.CLOSE, wire.ABANDON, wire.PADDING, 0xFF, 0x40, 0x80, 0xC0]
+FRAME_SOUP = [
+    wire.PING,
+    wire.ACK,
+    wire.CLOSE,
+    wire.ABANDON,
+    wire.NACK,
+    wire.PARITY,
+    wire.PADDING,
+    0xFF,
+    0x40,
+    0x80,
+    0xC0,
+]
 """Frame types and varint length prefixes: strung together, they reach deep into the parsers."""
 
 
@@ -134,13 +188,15 @@ def _prefixed(first: int, version: int, rest: bytes) -> bytes:
 def _decoder_inputs() -> st.SearchStrategy[bytes]:
     """Garbage, and garbage that starts the way real input does."""
     first_bytes = st.sampled_from(
-        [pk.INITIAL, pk.RETRY, pk.ACCEPT, pk.DATA, *range(wire.PADDING, wire.ABANDON + 1)]
+        [pk.INITIAL, pk.RETRY, pk.ACCEPT, pk.DATA, *range(wire.PADDING, wire.PARITY + 1)]
     )
     return st.one_of(
         st.binary(max_size=64),
         st.binary(min_size=1150, max_size=1500),
         st.builds(_prefixed, first_bytes, st.integers(0, 2), st.binary(max_size=1400)),
         st.builds(lambda body: bytes((wire.FRAGMENT,)) + body, fragment_frames()),
+        st.builds(lambda body: bytes((wire.NACK,)) + body, nack_frames()),
+        st.builds(lambda body: bytes((wire.PARITY,)) + body, parity_frames()),
         st.lists(st.sampled_from(FRAME_SOUP), max_size=40).map(bytes),
     )
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from transport import acks, crypto, sender, wire
+from transport import acks, crypto, fec, parity, reassembly, sender, wire
 from transport import packet as pk
 from transport.config import ChannelKind, SessionConfig
 from transport.crypto import (
@@ -49,6 +49,9 @@ EXPECTED_EXAMPLES = {
     "close",
     "abandon",
     "arrivals",
+    "nack",
+    "parity-within",
+    "parity-across",
     "ping",
     "padding-ping",
 }
@@ -178,6 +181,33 @@ def _frame_json(frame: wire.Frame) -> dict[str, Any]:
         }
     if isinstance(frame, wire.ArrivalsFrame):
         return {"frame": "ARRIVALS", "packets": [list(p) for p in frame.packets]}
+    if isinstance(frame, wire.NackFrame):
+        requests = [
+            {
+                "channel": r.channel,
+                "message_id": r.message_id,
+                "ranges": [list(span) for span in r.ranges],
+            }
+            for r in frame.requests
+        ]
+        return {"frame": "NACK", "requests": requests}
+    if isinstance(frame, wire.ParityFrame):
+        return {
+            "frame": "PARITY",
+            "kind": frame.kind,
+            "channel": frame.channel,
+            "message_id": frame.message_id,
+            "across": frame.across,
+            "total_len": frame.total_len,
+            "first_offset": frame.first_offset,
+            "lifetime_us": frame.lifetime_us,
+            "k": frame.k,
+            "m": frame.m,
+            "index": frame.index,
+            "members": list(frame.members),
+            "length": len(frame.data),
+            "data": frame.data.hex(),
+        }
     assert isinstance(frame, wire.AbandonFrame)
     return {"frame": "ABANDON", "channel": frame.channel, "message_id": frame.message_id}
 
@@ -202,6 +232,10 @@ def _encode_frame(frame: wire.Frame) -> bytes:
         return header + frame.data
     if isinstance(frame, wire.ArrivalsFrame):
         return wire.encode_arrivals(list(frame.packets))
+    if isinstance(frame, wire.NackFrame):
+        return wire.encode_nack(list(frame.requests))
+    if isinstance(frame, wire.ParityFrame):
+        return wire.encode_parity(frame)
     assert isinstance(frame, wire.AbandonFrame)
     return wire.encode_abandon(frame.channel, frame.message_id)
 
@@ -427,7 +461,17 @@ def test_packet_and_frame_type_tables() -> None:
     packets = {name: int(value, 16) for value, name in _rows("3.1", row)}
     assert packets == {name: getattr(pk, name) for name in ("INITIAL", "RETRY", "ACCEPT", "DATA")}
     frames = {name: int(value, 16) for value, name in _rows("4", row)}
-    names = ("PADDING", "PING", "ACK", "CLOSE", "FRAGMENT", "ABANDON", "ARRIVALS")
+    names = (
+        "PADDING",
+        "PING",
+        "ACK",
+        "CLOSE",
+        "FRAGMENT",
+        "ABANDON",
+        "ARRIVALS",
+        "NACK",
+        "PARITY",
+    )
     assert frames == {name: getattr(wire, name) for name in names}
 
 
@@ -454,7 +498,15 @@ def _number(text: str) -> int | float:
 
 
 def test_limit_tables() -> None:
-    modules = {"packet": pk, "wire": wire, "crypto": crypto, "acks": acks, "sender": sender}
+    modules = {
+        "packet": pk,
+        "wire": wire,
+        "crypto": crypto,
+        "acks": acks,
+        "sender": sender,
+        "parity": parity,
+        "reassembly": reassembly,
+    }
     constants = _rows("9", r"^\|\s*`(\w+)\.(\w+)`\s*\|\s*([^|]+)\|")
     assert constants
     for module, name, value in constants:
@@ -476,3 +528,42 @@ def test_fragment_flag_bits() -> None:
     assert wire.HAS_DEADLINE == 0x04
     assert sender.MAX_LIFETIME_US == (1 << 30) - 1
     assert acks.MAX_ACK_RANGES_SENT <= wire.MAX_ACK_RANGES
+
+
+def test_parity_code_is_the_documented_one() -> None:
+    """§4.10: parity shard i is sum_j C[i][j] d_j over GF(2^8) (polynomial 0x11d), with
+    C[i][j] = (x_0 + y_j) / (x_i + y_j), x_i = k + i, y_j = j; computed here from that text
+    alone, byte by byte, and compared with the codec and with the example of §11.7."""
+
+    def mul(a: int, b: int) -> int:
+        product = 0
+        while b:
+            if b & 1:
+                product ^= a
+            a <<= 1
+            if a & 0x100:
+                a ^= 0x11D
+            b >>= 1
+        return product
+
+    def inverse(a: int) -> int:
+        return next(b for b in range(1, 256) if mul(a, b) == 1)
+
+    def parity_shard(data: list[bytes], i: int) -> bytes:
+        k = len(data)
+        out = bytearray(len(data[0]))
+        for j, shard in enumerate(data):
+            c = mul(k ^ j, inverse((k + i) ^ j))
+            for pos, byte in enumerate(shard):
+                out[pos] ^= mul(c, byte)
+        return bytes(out)
+
+    rng = random.Random(5)
+    for k, m in [(1, 1), (3, 2), (7, 3), (12, 4)]:
+        data = [rng.randbytes(9) for _ in range(k)]
+        assert fec.encode(data, m) == [parity_shard(data, i) for i in range(m)]
+    message = b"framewire: a keyframe in 16-byte bits.!!"
+    shards = [message[:16], message[16:32], message[32:] + bytes(8)]
+    [frame] = wire.parse_frames(_examples()["parity-within"].data)
+    assert isinstance(frame, wire.ParityFrame)
+    assert frame.data == parity_shard(shards, 1)

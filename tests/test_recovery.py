@@ -728,3 +728,43 @@ def test_reliable_channel_gets_early_repair_from_nack() -> None:
     assert net.session("server").stats().nacks_sent >= 1
     # One repair only: the NACK's, not a second one from loss detection.
     assert net.client.stats().retransmissions == 1
+
+
+# -- a hostile (but authenticated) peer ---------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(
+    frames=st.lists(
+        st.one_of(
+            parity_frames().map(wire.encode_parity),
+            st.lists(nack_requests(), min_size=1, max_size=3).map(wire.encode_nack),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_hostile_nack_and_parity_never_raise_and_stay_bounded(frames: list[bytes]) -> None:
+    """Authenticated NACK and PARITY frames with any contents: the receiver takes them, or
+    closes the session for a protocol violation; it never raises, and its memory stays
+    within its bounds."""
+    net = SimNetwork(seed=41, c2s=LinkConfig(delay_s=DELAY_S))
+    server = net.connect()
+    net.send("client", bytes(5000), channel=UNRELIABLE, deadline_s=1.0)
+    net.run_for(0.05)
+    client = net.client
+    for frame in frames:
+        if len(frame) > client.config.max_datagram_bytes - pk.DATA_OVERHEAD_BYTES:
+            continue
+        # Sealing with the client's own packet protection is the only way to speak as an
+        # authenticated peer that sends whatever it likes.
+        datagram = client._protect(client._next_pn, frame)
+        net.inject("c2s", datagram, delay_s=DELAY_S)
+        net.run_for(0.02)
+    net.run_for(2.0)
+    stats = server.stats()
+    assert stats.reassembly_bytes <= server.config.max_reassembly_bytes
+    if server.is_established:
+        net.send("client", b"still fine", channel=UNRELIABLE)
+        net.run_for(0.1)
+        assert b"still fine" in [m.data for m in net.messages("server", UNRELIABLE)]
