@@ -526,13 +526,16 @@ def _net(dropper: Dropper | None = None, **config: object) -> SimNetwork:
 
 @pytest.mark.parametrize("lost", [1, 3], ids=["middle", "last"])
 def test_nack_repairs_a_lost_piece_before_the_deadline(lost: int) -> None:
-    """A hole is asked for once the next piece shows it; a lost last piece once the message
-    stalls. Either way the repair arrives well inside the 60 ms deadline."""
+    """A hole is asked for once the next piece shows it; a lost last piece once a later
+    packet (here a message on another channel) shows it. Either way the repair arrives well
+    inside the 60 ms deadline."""
     dropper = Dropper("c2s")
     net = _net(dropper)
     first = next_packet_number(net.client)
     dropper.packet_numbers.add(first + lost)  # pieces 0..3 go in packets first..first+3
     mid = net.send("client", bytes(range(256)) * 16, channel=UNRELIABLE, deadline_s=0.060)
+    net.run_for(0.0001)
+    net.send("client", b"later", channel=RELIABLE)
     net.run_for(0.2)
 
     assert dropper.dropped == [first + lost]
@@ -543,6 +546,33 @@ def test_nack_repairs_a_lost_piece_before_the_deadline(lost: int) -> None:
     assert server.nacks_sent == 1 and client.nacks_received == 1
     assert client.nack_repairs == 1 and client.retransmissions == 1
     assert server.messages_late == 0 and server.reassembly_bytes == 0
+
+
+def test_a_stalled_path_is_not_taken_for_loss() -> None:
+    """The last piece comes 30 ms late and nothing arrives meanwhile (a Wi-Fi channel scan):
+    without a later packet as evidence the receiver does not ask for it (RACK's rule), so
+    nothing is repaired that was only on its way."""
+    held: list[bytes] = []
+    target = -1
+    net: SimNetwork
+
+    def stall(direction: Direction, data: bytes, now: float) -> bytes | None:
+        if direction == "c2s" and data[0] == pk.DATA and packet_number(data) == target:
+            held.append(data)
+            net.inject("c2s", data, delay_s=DELAY_S + 0.030)
+            return None
+        return data
+
+    net = SimNetwork(seed=31, c2s=LinkConfig(delay_s=DELAY_S), tap=stall)
+    net.connect()
+    net.run_for(0.5)
+    target = next_packet_number(net.client) + 3
+    mid = net.send("client", bytes(4000), channel=UNRELIABLE, deadline_s=0.060)
+    net.run_for(0.2)
+    assert held
+    assert [m.message_id for m in net.messages("server", UNRELIABLE)] == [mid]
+    assert net.session("server").stats().nacks_sent == 0
+    assert net.client.stats().retransmissions == 0
 
 
 def test_nack_asks_for_a_one_piece_message_of_which_nothing_arrived() -> None:

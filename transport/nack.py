@@ -4,9 +4,12 @@ the time is an argument.
 Two things are asked for:
 
 * the holes of a partial message with a lifetime: bytes missing below the highest one
-  received, once the hole has lasted ``nack_delay_s`` (a reorder allowance); and, once the
-  message has made no progress for ``nack_delay_s``, also what is missing beyond it (its last
-  pieces were lost: nothing later in the message will reveal that);
+  received, once the hole has lasted ``nack_delay_s`` (a reorder allowance); and what is
+  missing beyond it once the message has stopped moving *and* a packet sent after its last
+  piece to arrive has come (its last pieces were lost: nothing later in the message will
+  reveal that), ``nack_delay_s`` after both. The second condition is RACK's (RFC 8985): only
+  a later delivery is evidence of loss, so a path that stalls as a whole (a Wi-Fi channel
+  scan) holds no NACK back that would repair pieces still on their way;
 * unreliable messages of which nothing arrived although a later one on the channel did
   (the reassembler's gaps), named whole.
 
@@ -56,13 +59,18 @@ class NackScheduler:
         reassembler = self._reassembler
         return bool(reassembler.tracked or reassembler.gaps)
 
-    def observe(self, now: float) -> None:
-        """Note which tracked partials moved (call after every batch of received datagrams)."""
+    def observe(self, now: float, highest_pn: int) -> None:
+        """Note which tracked partials moved (call after every batch of received datagrams,
+        with the highest packet number received so far)."""
         for partial in self._reassembler.tracked.values():
             snapshot = _snapshot(partial)
             if snapshot != partial.nack_snapshot:
                 partial.nack_snapshot = snapshot
                 partial.nack_moved_at = now
+                partial.nack_pn = highest_pn
+                partial.nack_later_at = _NEVER
+            elif highest_pn > partial.nack_pn and partial.nack_later_at == _NEVER:
+                partial.nack_later_at = now  # something sent after it arrived: evidence
             if partial.covered:
                 if partial.nack_hole_at == float("-inf"):
                     partial.nack_hole_at = now
@@ -84,7 +92,7 @@ class NackScheduler:
             if now + 1.5 * rtt >= partial.expires:
                 partial.nack_done = True  # no repair could make it in time any more
                 continue
-            stalled = now >= partial.nack_moved_at + self._delay
+            stalled = now >= self._stalled_at(partial)
             ranges = partial.missing(tail=stalled)
             if not ranges:
                 partial.nack_hole_at = float("-inf")
@@ -112,8 +120,12 @@ class NackScheduler:
         """The least time between two NACKs of one message: a round trip."""
         return max(self._rtt.srtt_s, 2 * self._delay)
 
+    def _stalled_at(self, partial: Partial) -> float:
+        """When the tail of ``partial`` counts as lost (never without a later arrival)."""
+        return max(partial.nack_moved_at, partial.nack_later_at) + self._delay
+
     def _partial_due(self, partial: Partial) -> float:
-        start = partial.nack_moved_at + self._delay
+        start = self._stalled_at(partial)
         if partial.nack_hole_at != float("-inf"):
             start = min(start, partial.nack_hole_at + self._delay)
         return max(start, partial.nack_at + self._gate())

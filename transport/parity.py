@@ -77,7 +77,7 @@ def residual_target(loss_pct: float, repair_rounds: int) -> float:
         return RESIDUAL_TARGET
     p = min(loss_pct / 100, 0.5)
     q = 1.0 - (1.0 - p) ** 2
-    return min(1.0, round(RESIDUAL_TARGET / q**repair_rounds, 3))
+    return min(1.0, RESIDUAL_TARGET / q**repair_rounds)
 
 
 def parity_count(k: int, loss_pct: float, burst: float, target: float = RESIDUAL_TARGET) -> int:
@@ -88,6 +88,7 @@ def parity_count(k: int, loss_pct: float, burst: float, target: float = RESIDUAL
         return 0
     permille = min(500, max(1, round(loss_pct * 10)))  # 0.1 % steps: a small cache
     quarters = min(64, max(4, round(burst * 4)))  # bursts in quarter packets, 1..16
+    target = float(f"{target:.2g}")  # two significant digits, for the cache too
     return _parity_needed(min(k, fec.MAX_SHARDS - 1), permille, quarters, target)
 
 

@@ -50,7 +50,9 @@ class Partial:
         "nack_at",
         "nack_done",
         "nack_hole_at",
+        "nack_later_at",
         "nack_moved_at",
+        "nack_pn",
         "nack_snapshot",
         "total",
     )
@@ -64,10 +66,13 @@ class Partial:
         self.covered = RangeSet()
         self.expires = expires
         self.alive = True
-        # NACK scheduler state (tracked partials only): when it last moved, its shape then,
-        # since when it has had a hole, when it was last asked for, and whether asking is over.
+        # NACK scheduler state (tracked partials only): when it last moved, its shape and the
+        # highest packet number received then, since when a later packet has arrived, since
+        # when it has had a hole, when it was last asked for, and whether asking is over.
         self.nack_moved_at = 0.0
         self.nack_snapshot: tuple[int, ...] = ()
+        self.nack_pn = -1
+        self.nack_later_at = float("inf")
         self.nack_hole_at = _NEVER
         self.nack_at = _NEVER
         self.nack_done = False

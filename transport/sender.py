@@ -229,6 +229,7 @@ class Sender:
         self._level = (0.0, 0.0)  # the loss (%) and mean burst parity is sized for
         self._level_at = float("-inf")
         self._peer_nacks = False  # the peer asks for repairs: parity may leave some to NACK
+        self._probe = False  # a tail probe (a PING) is due once everything queued has left
 
     # -- queueing ----------------------------------------------------------------------------
 
@@ -349,7 +350,7 @@ class Sender:
 
     @property
     def has_data(self) -> bool:
-        return bool(self._active or self._repairs or self._controls or self._ping)
+        return bool(self._active or self._repairs or self._controls or self._ping or self._probe)
 
     @property
     def reliable_outstanding(self) -> bool:
@@ -368,6 +369,12 @@ class Sender:
             payload = self._build_full_piece(now, pn)
             if payload is not None:
                 return payload
+        if self._probe:
+            if self._active:
+                self._probe = False  # new data follows: the evidence the probe was for
+            elif not (self._controls or self._repairs):
+                self._probe = False
+                self._ping = True  # after everything else (parity, repairs) left
         space = self._max_payload
         parts: list[bytes | memoryview] = []
         pieces: list[Piece] = []
@@ -517,8 +524,19 @@ class Sender:
                 if message.kind != _RELIABLE:
                     message.state = _DONE  # all of it left; nothing to wait for
                     self.queued_bytes -= len(data)
+                if message.deadline is not None and index and self._peer_nacks:
+                    self._probe_tail(now)
             return space - len(header) - length
         return space
+
+    def _probe_tail(self, now: float) -> None:
+        """The last piece of a message with a deadline left: on a lossy link, send a PING
+        after it (and after its parity) unless more data follows, so that if the last packets
+        are lost the peer sees a later one arrive, the evidence its NACK waits for
+        (PROTOCOL.md §8.10; TCP's tail loss probe, RFC 8985 §7, sent at once because the
+        deadline is close)."""
+        if self._loss_level(now)[0]:
+            self._probe = True
 
     def _fill_repairs(
         self, parts: list[bytes | memoryview], pieces: list[Piece], space: int, now: float
@@ -800,7 +818,12 @@ class Sender:
         if now - self._level_at >= LOSS_REFRESH_S:
             self._level_at = now
             loss = self.loss.loss_pct
-            if loss >= self._config.fec_min_loss_pct:
+            # Hysteresis: on at fec_min_loss_pct, off again below half of it. The recent loss
+            # of a 1 % link, measured over a few seconds, wanders between 0.4 and 1.1 %.
+            threshold = self._config.fec_min_loss_pct
+            if self._level[0]:
+                threshold /= 2
+            if loss and loss >= threshold:
                 self._level = (loss, self.loss.burst_loss)
             else:
                 self._level = (0.0, 0.0)
@@ -830,7 +853,8 @@ class Sender:
         loss, burst = self._loss_level(now)
         k = end - start
         assert message.deadline is not None  # only messages with a deadline get parity
-        target = residual_target(loss, self._repair_rounds(message.deadline, now))
+        # The target is the message's: shared among its groups.
+        target = residual_target(loss, self._repair_rounds(message.deadline, now)) / len(ends)
         wanted = parity_count(k, loss, burst, target)
         if not wanted:
             return
@@ -890,10 +914,11 @@ class Sender:
         loss, burst = self._loss_level(now)
         k = len(group.members)
         # NACKs for the members began as they were found missing: count the rounds from the
-        # first one's departure, one message interval later (a lost one-piece message shows
-        # only when the next one arrives).
+        # first one's departure, a burst of message intervals later (a lost one-piece message
+        # shows only when the next one arrives).
         interval = (now - group.opened_at) / (k - 1) if k > 1 else 0.0
-        rounds = self._repair_rounds(group.deadline, group.opened_at + interval)
+        found = group.opened_at + interval * max(1.0, burst)
+        rounds = self._repair_rounds(group.deadline, found)
         target = residual_target(loss, rounds)
         wanted = parity_count(k, loss, burst, target)
         data_bytes = sum(len(s) for s in group.shards)

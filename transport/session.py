@@ -544,7 +544,7 @@ class Session:
             return
         nacker = self._nacker
         if nacker is not None and nacker.active:
-            nacker.observe(now)
+            nacker.observe(now, self._replay.highest)
 
     def _on_payload(self, payload: bytes, pn: int, addr: Address, now: float) -> None:
         """Act on an authenticated payload (§4.7)."""
