@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from transport import acks, crypto, fec, parity, reassembly, sender, wire
+from transport import acks, crypto, fec, nack, parity, reassembly, sender, wire
 from transport import packet as pk
 from transport.config import ChannelKind, SessionConfig
 from transport.crypto import (
@@ -506,6 +506,7 @@ def test_limit_tables() -> None:
         "sender": sender,
         "parity": parity,
         "reassembly": reassembly,
+        "nack": nack,
     }
     constants = _rows("9", r"^\|\s*`(\w+)\.(\w+)`\s*\|\s*([^|]+)\|")
     assert constants

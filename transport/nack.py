@@ -34,11 +34,9 @@ from transport.wire import (
 )
 
 _NEVER = float("inf")
-
-
-def _snapshot(partial: Partial) -> tuple[int, ...]:
-    covered = partial.covered
-    return (partial.contig, len(covered), covered.highest or 0)
+_NO_HOLE = float("-inf")
+WATCH_S = 1.0
+"""How long after a gap or a reordering in the packet numbers partials are watched."""
 
 
 class NackScheduler:
@@ -51,35 +49,72 @@ class NackScheduler:
         self._rtt = rtt
         self._delay = delay_s
         self._max_frame = max_frame_bytes
-        self._due: float | None = None
+        self.due: float | None = None
+        """When :meth:`poll` has work next (None: nothing tracked)."""
+        self._watch_until = _NO_HOLE
 
-    @property
-    def active(self) -> bool:
-        """Something is tracked: call :meth:`observe` after every batch of datagrams."""
-        reassembler = self._reassembler
-        return bool(reassembler.tracked or reassembler.gaps)
+    def on_batch(self, now: float, highest_before: int, highest: int, opened: int) -> None:
+        """Call after every batch of received datagrams while something is tracked: the
+        highest packet number before and after it, and how many packets it opened.
 
-    def observe(self, now: float, highest_pn: int) -> None:
-        """Note which tracked partials moved (call after every batch of received datagrams,
-        with the highest packet number received so far)."""
+        Watching partials costs about a microsecond per packet, so it is done only while the
+        packet numbers have lately shown a gap or a reordering (within ``WATCH_S``): every
+        loss shows as one, and a clean link never pays."""
+        irregular = highest - highest_before != opened
+        if irregular:
+            fresh = now >= self._watch_until
+            self._watch_until = now + WATCH_S
+            self._observe(now, highest_before, highest, fresh)
+        elif now < self._watch_until:
+            self._observe(now, highest_before, highest, False)
+        elif self._reassembler.gaps:
+            self._observe_gaps()
+
+    def _observe(self, now: float, highest_before: int, highest: int, fresh: bool) -> None:
+        """Note which tracked partials moved. It only brings :attr:`due` forward for what
+        became due earlier (a hole, a later arrival, a new gap); a due time left too early by
+        a message that moved since costs one :meth:`poll`, which recomputes it.
+
+        ``fresh``: watching starts again, and what each partial did meanwhile is unknown; it
+        is taken as having moved now, in a packet sent before this batch (so a packet of this
+        batch counts as a later arrival)."""
+        due = _NEVER if self.due is None else self.due
+        soon = now + self._delay
+        gate = self._gate()
         for partial in self._reassembler.tracked.values():
-            snapshot = _snapshot(partial)
-            if snapshot != partial.nack_snapshot:
+            covered = partial.covered
+            snapshot = (partial.contig, len(covered), covered.highest or 0)
+            if fresh or not partial.nack_snapshot:
                 partial.nack_snapshot = snapshot
                 partial.nack_moved_at = now
-                partial.nack_pn = highest_pn
+                partial.nack_pn = highest_before if fresh else highest
                 partial.nack_later_at = _NEVER
-            elif highest_pn > partial.nack_pn and partial.nack_later_at == _NEVER:
+                partial.nack_hole_at = _NO_HOLE
+            elif snapshot != partial.nack_snapshot:
+                partial.nack_snapshot = snapshot
+                partial.nack_moved_at = now
+                partial.nack_pn = highest
+                partial.nack_later_at = _NEVER
+            if highest > partial.nack_pn and partial.nack_later_at == _NEVER:
                 partial.nack_later_at = now  # something sent after it arrived: evidence
-            if partial.covered:
-                if partial.nack_hole_at == float("-inf"):
+                if not partial.nack_done:
+                    due = min(due, max(soon, partial.nack_at + gate))
+            if covered:
+                if partial.nack_hole_at == _NO_HOLE:
                     partial.nack_hole_at = now
+                    if not partial.nack_done:
+                        due = min(due, max(soon, partial.nack_at + gate))
             else:
-                partial.nack_hole_at = float("-inf")
-        self._due = self._next_due()
+                partial.nack_hole_at = _NO_HOLE
+        self.due = None if due == _NEVER else due
+        if self._reassembler.gaps:
+            self._observe_gaps()
 
-    def next_timer(self) -> float | None:
-        return self._due
+    def _observe_gaps(self) -> None:
+        due = _NEVER if self.due is None else self.due
+        for gap in self._reassembler.gaps.values():
+            due = min(due, gap.expires if gap.done else self._gap_due(gap))
+        self.due = None if due == _NEVER else due
 
     def poll(self, now: float) -> list[bytes]:
         """The NACK frames due at ``now`` (possibly none)."""
@@ -95,7 +130,7 @@ class NackScheduler:
             stalled = now >= self._stalled_at(partial)
             ranges = partial.missing(tail=stalled)
             if not ranges:
-                partial.nack_hole_at = float("-inf")
+                partial.nack_hole_at = _NO_HOLE
                 continue
             requests.append(NackRequest(channel, mid, _fit(ranges)))
             partial.nack_at = now
@@ -111,7 +146,7 @@ class NackScheduler:
                 continue
             requests.append(NackRequest(key[0], key[1]))
             gap.nack_at = now
-        self._due = self._next_due()
+        self.due = self._next_due()
         return self._frames(requests)
 
     # -- internals -----------------------------------------------------------------------
@@ -126,7 +161,7 @@ class NackScheduler:
 
     def _partial_due(self, partial: Partial) -> float:
         start = self._stalled_at(partial)
-        if partial.nack_hole_at != float("-inf"):
+        if partial.nack_hole_at != _NO_HOLE:
             start = min(start, partial.nack_hole_at + self._delay)
         return max(start, partial.nack_at + self._gate())
 

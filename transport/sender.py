@@ -706,9 +706,10 @@ class Sender:
         due = rto_at
         if self._loss_time is not None and (due is None or self._loss_time < due):
             due = self._loss_time
-        for group in self._across.values():
-            if due is None or group.close_at < due:
-                due = group.close_at
+        if self._across:
+            for group in self._across.values():
+                if due is None or group.close_at < due:
+                    due = group.close_at
         return due
 
     def handle_timer(self, now: float) -> None:

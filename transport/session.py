@@ -474,6 +474,7 @@ class Session:
             self._counters.decode_failures += len(datagrams)
             return
         replay = self._replay
+        highest_before = replay.highest
         aead = self._open_aead
         assert aead is not None
         iv = self._open_iv
@@ -531,20 +532,20 @@ class Session:
         if self._recovering and opened:
             tracked, gaps, groups = self._recovery_watch
             if tracked or gaps or groups:
-                self._after_receive(now)
+                self._after_receive(now, highest_before, opened)
 
-    def _after_receive(self, now: float) -> None:
+    def _after_receive(self, now: float, highest_before: int, opened: int) -> None:
         """Recovery after a batch of datagrams: rebuild what waiting parity groups now can,
         and note which tracked messages moved (for NACKs)."""
         if self.state is not _ESTABLISHED:
             return
         parity = self._parity
-        if parity is not None and parity.pending and parity.retry(now) == VIOLATION:
+        if parity is not None and parity.groups and parity.retry(now) == VIOLATION:
             self._violation(now, "parity contradicts the fragments of its message")
             return
         nacker = self._nacker
-        if nacker is not None and nacker.active:
-            nacker.observe(now, self._replay.highest)
+        if nacker is not None:
+            nacker.on_batch(now, highest_before, self._replay.highest, opened)
 
     def _on_payload(self, payload: bytes, pn: int, addr: Address, now: float) -> None:
         """Act on an authenticated payload (§4.7)."""
@@ -754,10 +755,14 @@ class Session:
             if t is not None and t < deadline:
                 deadline = t
         if self._recovering:
-            for t in (
-                self._nacker.next_timer() if self._nacker is not None else None,
-                self._parity.next_timer() if self._parity is not None else None,
-            ):
+            nacker = self._nacker
+            if nacker is not None:
+                t = nacker.due
+                if t is not None and t < deadline:
+                    deadline = t
+            parity = self._parity
+            if parity is not None and parity.groups:
+                t = parity.next_timer()
                 if t is not None and t < deadline:
                     deadline = t
         if self._close_request is not None:
@@ -796,7 +801,7 @@ class Session:
         nacker = self._nacker
         if nacker is None:
             return
-        due = nacker.next_timer()
+        due = nacker.due
         if due is not None and due <= now:
             assert self._sender is not None
             frames = nacker.poll(now)
