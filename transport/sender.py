@@ -329,6 +329,7 @@ class Sender:
         self._counters.messages_sent += 1
         payload = header + data if ack is None else b"".join((ack, header, data))
         self._record(pn, now, used + DATA_OVERHEAD_BYTES, pieces, None)
+        self._probe = False  # this packet is the later arrival a pending probe was for
         if deadline is not None and (self._answer_nacks or self._protect):
             if message is None:
                 message = _OutMessage(channel, kind, mid, data, deadline, size or 1)
