@@ -1,6 +1,6 @@
 """Loss recovery within deadlines, measured (issue 4): NACK repair (ARQ), parity (FEC), both.
 
-``python -m bench.recovery [--quick] [--json FILE] [--default-window]``
+``python -m bench.recovery [--quick] [--json] [--out FILE] [--default-window]``
 
 Workloads, client to server on the unreliable channel, over the simulated link with a 20 ms
 round trip (10 ms each way, the same loss both ways):
@@ -205,7 +205,10 @@ def _line(row: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.recovery", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="10 s per row instead of 30 s")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the rows here")
+    parser.add_argument(
+        "--json", action="store_true", help="print the rows as JSON on stdout (table: stderr)"
+    )
+    parser.add_argument("--out", type=Path, metavar="FILE", help="also write the JSON here")
     parser.add_argument("--workload", action="append", choices=sorted(WORKLOADS))
     parser.add_argument("--link", action="append", choices=list(LINKS))
     parser.add_argument(
@@ -215,23 +218,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     duration_s = 10.0 if args.quick else 30.0
-    print(HEADER)
+    table = sys.stderr if args.json else sys.stdout
+    print(HEADER, file=table, flush=True)
     rows = run_all(
         duration_s,
         workloads=args.workload or tuple(WORKLOADS),
         links=args.link or tuple(LINKS),
         default_window=args.default_window,
-        say=lambda line: print(line, flush=True),
+        say=lambda line: print(line, file=table, flush=True),
     )
-    if args.json is not None:
-        result = {
-            "duration_s": duration_s,
-            "seed": SEED,
-            "rtt_ms": 2 * DELAY_S * 1e3,
-            "default_window": args.default_window,
-            "rows": rows,
-        }
-        args.json.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    result = {
+        "duration_s": duration_s,
+        "seed": SEED,
+        "rtt_ms": 2 * DELAY_S * 1e3,
+        "default_window": args.default_window,
+        "rows": rows,
+    }
+    text = json.dumps(result, indent=1) + "\n"
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text, encoding="utf-8")
+    if args.json:
+        sys.stdout.write(text)
     return 0
 
 

@@ -6,8 +6,10 @@ Hypothesis.
 
 from __future__ import annotations
 
+import json
 import random
 from collections import deque
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -798,3 +800,20 @@ def test_hostile_nack_and_parity_never_raise_and_stay_bounded(frames: list[bytes
         net.send("client", b"still fine", channel=UNRELIABLE)
         net.run_for(0.1)
         assert b"still fine" in [m.data for m in net.messages("server", UNRELIABLE)]
+
+
+def test_recovery_bench_runs_and_writes_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench import recovery
+
+    out = tmp_path / "recovery.json"
+    args = ["--quick", "--json", "--out", str(out), "--workload", "game", "--link", "random 5%"]
+    assert recovery.main(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(out.read_text(encoding="utf-8"))
+    rows = {row["mode"]: row for row in printed["rows"]}
+    assert set(rows) == {"none", "arq", "fec", "both"}
+    assert rows["none"]["overhead_pct"] == 0.0
+    assert rows["both"]["on_time_pct"] > rows["none"]["on_time_pct"]
+    assert rows["fec"]["fec_packets_sent"] > 0 and rows["arq"]["retransmissions"] > 0
