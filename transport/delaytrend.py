@@ -16,11 +16,11 @@ import math
 import statistics
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal
 
 from transport.estimator import _WindowedExtremum
+from transport.stats import DelayTrend
 
-DelayTrend = Literal["rising", "steady", "falling"]
+__all__ = ["DelayTrend", "SpikeDetector", "SpikePattern", "TrendlineEstimator"]
 
 
 class TrendlineEstimator:

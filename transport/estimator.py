@@ -175,6 +175,17 @@ class LossTracker:
                 bucket.runs += 1
         self._previous_lost = not delivered
 
+    def on_spurious(self) -> None:
+        """A packet already counted lost was delivered after all (it was reordered, not
+        lost): count it delivered. The loss is taken back from the newest bucket holding one,
+        which is where it was counted unless the acknowledgement came a bucket later."""
+        for bucket in reversed(self._buckets):
+            if bucket.lost:
+                bucket.lost -= 1
+                bucket.runs = min(bucket.runs, bucket.lost)
+                self._lost_total -= 1
+                return
+
     @property
     def loss_pct(self) -> float:
         """Loss over the recent window, in percent (0.0 before any outcome)."""
@@ -248,7 +259,10 @@ class DeliveryRate:
     per service time, so its survivors arrive as spaced as they were sent; there, packets lost
     in between (packet-number gaps) count as offered too, but only while a queue stands
     (one-way delay at least ``max(5 ms, 4 jitters)`` above its 10 s minimum), so random loss
-    on an idle link is not taken for a full queue. Every other sample, and any interval holding
+    on an idle link is not taken for a full queue. And a queue that stands at both ends of the
+    interval (the same test) means the bottleneck was busy throughout, whatever the spacing:
+    that is the steady state of an ack-clocked sender, which offers just what the link
+    carries. Every other sample, and any interval holding
     a packet marked ``app_limited`` (the sender's queue was empty when it left, BBR's
     definition), is a lower bound.
 
@@ -272,6 +286,7 @@ class DeliveryRate:
         "_max_packets",
         "_measurements",
         "_owd_min",
+        "_packets",
         "_ring",
         "_span_s",
         "bandwidth_bps",
@@ -294,10 +309,12 @@ class DeliveryRate:
         self._span_s = span_s
         self._dispersion = dispersion
         self._max_packets = max_packets
-        # (pn, send_s, recv_s, bytes delivered up to and including this packet, app_limited)
-        self._ring: deque[tuple[int, float, float, int, bool]] = deque()
+        # (pn, send_s, recv_s, bytes and packets delivered up to and including this packet,
+        # app_limited)
+        self._ring: deque[tuple[int, float, float, int, int, bool]] = deque()
         self._app_limited_in_ring = 0
         self._bytes = 0
+        self._packets = 0
         self._jitter = InterarrivalJitter()
         self._owd_min = _WindowedExtremum(10.0, 1.0, maximum=False)
         self.bandwidth_bps: float | None = None
@@ -311,18 +328,34 @@ class DeliveryRate:
         path has one, so a gap is a loss), send time (sender's clock), receive time
         (receiver's clock), size in bytes, and whether the sender was app-limited when it sent
         it (nothing else was waiting to go)."""
+        self.on_sample(pn, send_s, recv_s, self._packets + 1, self._bytes + size, app_limited)
+
+    def on_sample(
+        self,
+        pn: int,
+        send_s: float,
+        recv_s: float,
+        packets: int,
+        size: int,
+        app_limited: bool = False,
+    ) -> None:
+        """One sampled packet, in arrival order, when the receiver reports only some of them:
+        ``packets`` and ``size`` are the receiver's running totals of packets and bytes received
+        up to and including this one (ARRIVALS records, PROTOCOL.md §4.8), so the packets in
+        between count as delivered without a sample each."""
         self._jitter.on_packet(send_s, recv_s)
         self._owd_min.insert(recv_s, recv_s - send_s)
-        self._bytes += size
+        self._bytes = size
+        self._packets = packets
         ring = self._ring
-        ring.append((pn, send_s, recv_s, self._bytes, app_limited))
+        ring.append((pn, send_s, recv_s, size, packets, app_limited))
         self._app_limited_in_ring += app_limited
         # The reference is the newest packet that still spans span_s.
         while len(ring) > 2 and (
             recv_s - ring[1][2] >= self._span_s or len(ring) > self._max_packets
         ):
-            self._app_limited_in_ring -= ring.popleft()[4]
-        ref_pn, ref_send, ref_recv, ref_bytes, ref_limited = ring[0]
+            self._app_limited_in_ring -= ring.popleft()[5]
+        ref_pn, ref_send, ref_recv, ref_bytes, ref_packets, ref_limited = ring[0]
         recv_span = recv_s - ref_recv
         if recv_span < self._span_s and len(ring) < self._max_packets:
             return
@@ -331,13 +364,17 @@ class DeliveryRate:
 
         noise_s = 4 * self._jitter.jitter_s
         offered_span = send_span
-        sent, received = pn - ref_pn, len(ring) - 1
-        if sent > received:
-            assert self._owd_min.value is not None
-            queue_s = recv_s - send_s - self._owd_min.value
-            if queue_s > max(self._MIN_QUEUE_S, noise_s):
-                offered_span = send_span * received / sent
-        held_back = recv_span > offered_span * (1 + self._dispersion) + noise_s
+        sent, received = pn - ref_pn, packets - ref_packets
+        owd_min = self._owd_min.value
+        assert owd_min is not None
+        standing = max(self._MIN_QUEUE_S, noise_s)
+        queued = recv_s - send_s - owd_min > standing
+        if sent > received and queued:
+            offered_span = send_span * received / sent
+        # A queue that stood at both ends of the interval kept the bottleneck busy all along
+        # (an ack-clocked sender's steady state: it offers what the link carries, no more).
+        busy = queued and ref_recv - ref_send - owd_min > standing
+        held_back = busy or recv_span > offered_span * (1 + self._dispersion) + noise_s
         measurements = self._measurements
         if held_back and self._app_limited_in_ring - ref_limited == 0:
             measurements.insert(recv_s, rate_bps)

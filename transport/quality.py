@@ -10,11 +10,11 @@ it reads no clock, socket or random source. Thresholds and their sources:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from transport.delaytrend import SpikePattern
+from transport.stats import Quality
 
-Quality = Literal["good", "moderate", "minimal", "unknown"]
+__all__ = ["Quality", "QualityClassifier", "QualityConfig"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
