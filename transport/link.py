@@ -32,6 +32,10 @@ packets/s that is 0.4 s, far more than an ARRIVALS record waits (one ACK delay).
 REFRESH_S = 0.05
 """Shortest interval between two quality updates (each costs a few microseconds)."""
 GOODPUT_WINDOW_S = 1.0
+SPIKE_MEMORY_S = 3.0
+"""How long one latency spike counts towards the quality class (a periodic pattern counts for
+as long as it lasts): long enough to bridge the gaps of a once-a-second Wi-Fi scan pattern
+before its period is established, short enough that a one-off stall is soon forgotten."""
 
 _MASK = SEND_RING - 1
 
@@ -44,8 +48,8 @@ class LinkEstimator:
         "_classifier",
         "_delivery",
         "_jitter",
-        "_last_pn",
         "_last_refresh_s",
+        "_last_us",
         "_limited",
         "_send_s",
         "_spikes",
@@ -63,7 +67,7 @@ class LinkEstimator:
         self._spikes = SpikeDetector()
         self._delivery = DeliveryRate()
         self._classifier = QualityClassifier(quality)
-        self._last_pn = -1
+        self._last_us = -1
         self._last_refresh_s = -math.inf
         # (time, payload bytes acknowledged so far), one per refresh, over the goodput window.
         self._acked: deque[tuple[float, int]] = deque()
@@ -80,16 +84,15 @@ class LinkEstimator:
         self._limited[slot] = app_limited
 
     def on_arrivals(self, records: tuple[Arrival, ...]) -> None:
-        """The peer's records. The peer records in time order with increasing packet numbers,
-        so records are in arrival order; ones not above the last used (an ARRIVALS frame that
-        was overtaken) or for packets no longer remembered are skipped."""
+        """The peer's records, in arrival order. Records not later than the last one used (an
+        ARRIVALS frame that was overtaken) or for packets no longer remembered are skipped."""
         for pn, recv_us, packets, size in records:
-            if pn <= self._last_pn:
+            if recv_us <= self._last_us:
                 continue
             slot = pn & _MASK
             if self._tag[slot] != pn:
                 continue
-            self._last_pn = pn
+            self._last_us = recv_us
             send_s = self._send_s[slot]
             recv_s = recv_us * 1e-6
             self._jitter.on_packet(send_s, recv_s)
@@ -119,7 +122,17 @@ class LinkEstimator:
             jitter_s=self._jitter.jitter_s,
             bandwidth_bps=self._delivery.bandwidth_bps,
             spikes=self._spikes.spikes,
+            recent_spike_s=self._recent_spike_s(),
         )
+
+    def _recent_spike_s(self) -> float:
+        """The latest spike's height, if it was seen within ``SPIKE_MEMORY_S`` of the newest
+        record (both on the peer's clock)."""
+        detector = self._spikes
+        seen = detector.last_spike_s
+        if seen is None or self._last_us * 1e-6 - seen > SPIKE_MEMORY_S:
+            return 0.0
+        return detector.last_peak_s
 
     # -- output -------------------------------------------------------------------------------
 

@@ -168,7 +168,6 @@ class Session:
         self._peer_wants_arrivals = False
         self._arrivals: list[Arrival] = []  # records waiting for the next ACK
         self._arrival_at = -math.inf
-        self._arrival_pn = -1
 
     # -- construction ------------------------------------------------------------------------
 
@@ -516,18 +515,12 @@ class Session:
             acks.on_eliciting_run(run_first, run_last, now)
         counters.packets_received += opened
         counters.bytes_received += opened_bytes
-        if (
-            opened
-            and self._peer_wants_arrivals
-            and last_pn > self._arrival_pn
-            and now - self._arrival_at >= ARRIVAL_INTERVAL_S
-        ):
+        if opened and self._peer_wants_arrivals and now - self._arrival_at >= ARRIVAL_INTERVAL_S:
             self._record_arrival(last_pn, now)
 
     def _record_arrival(self, pn: int, now: float) -> None:
         """Note when packet ``pn``, the last of a read, arrived (sent with the next ACK)."""
         self._arrival_at = now
-        self._arrival_pn = pn
         records = self._arrivals
         if len(records) >= MAX_ARRIVALS:
             del records[0]  # no ACK for a while: the oldest records are the least useful

@@ -132,7 +132,7 @@ bytes the receiver had received in all up to and including that packet."""
 @dataclass(frozen=True, slots=True)
 class ArrivalsFrame:
     """When some packets arrived, by the receiver's clock (PROTOCOL.md §4.8): records in
-    increasing packet-number order.
+    arrival order (times never decrease; packet numbers may, when packets were reordered).
 
     The times are on the receiver's own clock with an arbitrary origin: the sender uses only
     differences between them (one-way delay variation, receive spacing), never their value.
@@ -193,9 +193,9 @@ def _unzigzag(value: int) -> int:
 
 
 def encode_arrivals(records: list[Arrival]) -> bytes:
-    """ARRIVALS frame from 1..MAX_ARRIVALS records in increasing packet-number order: the first
-    record whole, then each next one as steps from the one before (the time step zigzag-coded,
-    as packets may be reordered)."""
+    """ARRIVALS frame from 1..MAX_ARRIVALS records in arrival order: the first record whole,
+    then each next one as steps from the one before (the packet-number step zigzag-coded, as
+    a reordered packet arrives after higher-numbered ones)."""
     count = len(records)
     if not 0 < count <= MAX_ARRIVALS:
         raise ValueError(f"ARRIVALS carries 1..{MAX_ARRIVALS} records, not {count}")
@@ -204,10 +204,10 @@ def encode_arrivals(records: list[Arrival]) -> bytes:
     parts += map(encode_varint, records[0])
     for record in records[1:]:
         next_pn, next_us, next_packets, next_size = record
-        if next_pn <= pn or next_packets < packets or next_size < size:
-            raise ValueError("ARRIVALS packet numbers must increase and totals must not fall")
-        parts.append(encode_varint(next_pn - pn))
-        parts.append(encode_varint(_zigzag(next_us - us)))
+        if next_us < us or next_packets < packets or next_size < size:
+            raise ValueError("ARRIVALS records must be in arrival order (times, totals)")
+        parts.append(encode_varint(_zigzag(next_pn - pn)))
+        parts.append(encode_varint(next_us - us))
         parts.append(encode_varint(next_packets - packets))
         parts.append(encode_varint(next_size - size))
         pn, us, packets, size = record
@@ -389,13 +389,11 @@ def _parse_arrivals(buf: bytes, pos: int) -> tuple[Frame, int]:
         us_step, pos = read_varint(buf, pos)
         packets_step, pos = read_varint(buf, pos)
         size_step, pos = read_varint(buf, pos)
-        if pn_step == 0:
-            raise DecodeError("ARRIVALS packet numbers must increase")
-        pn += pn_step
-        us += _unzigzag(us_step)
+        pn += _unzigzag(pn_step)
+        us += us_step
         packets += packets_step
         size += size_step
-        if max(pn, packets, size) > MAX_VARINT or us < -MAX_VARINT:
+        if not 0 <= pn <= MAX_VARINT or max(us, packets, size) > MAX_VARINT:
             raise DecodeError("ARRIVALS record out of range")
         records.append((pn, us, packets, size))
     return ArrivalsFrame(tuple(records)), pos
