@@ -779,6 +779,7 @@ class Session:
             assert self._sender is not None
             self._sender.handle_timer(now)
             self._reassembler.handle_timer(now)
+            self._refresh_link(now)  # a pure receiver hears few ACKs: keep its class current
         elif self._linger_end is not None and now >= self._linger_end:
             self._transition("linger_done")
         elif state is State.CLOSING and self._close_repeats and now >= self._close_repeats[0]:
