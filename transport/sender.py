@@ -274,6 +274,12 @@ class Sender:
         """The congestion window in force."""
         return self._cc.window_bytes
 
+    @property
+    def target_bps(self) -> float | None:
+        """The controller's target media bitrate, if it has one."""
+        target: float | None = getattr(self._cc, "target_bps", None)
+        return target
+
     def queue_ping(self) -> None:
         self._ping = True
 

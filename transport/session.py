@@ -280,6 +280,12 @@ class Session:
         return self.state is State.TERMINATED
 
     @property
+    def target_bitrate_bps(self) -> float | None:
+        """The media bitrate the congestion controller asks for, for an encoder to follow;
+        None before the session is up or with a controller that has no opinion."""
+        return self._sender.target_bps if self._sender is not None else None
+
+    @property
     def send_queue_bytes(self) -> int:
         """Bytes of messages not yet sent, or (reliable) not yet acknowledged."""
         return self._sender.queued_bytes if self._sender is not None else 0
