@@ -371,11 +371,11 @@ class DeliveryRate:
         if recv_span < self._span_s and len(ring) < self._max_packets:
             return
         send_span = max(send_s - ref_send, 0.0)
-        rate_bps = 8.0 * (self._bytes - ref_bytes) / max(send_span, recv_span)
+        rate_bps = 8.0 * (self._bytes - ref_bytes) / max(send_span, recv_span, 1e-6)
 
         offered_span = send_span
         sent, received = pn - ref_pn, packets - ref_packets
-        if sent > received and queued:
+        if 0 <= received < sent and queued:
             offered_span = send_span * received / sent
         # A queue that stood under (nearly) every sample of the interval kept the bottleneck
         # busy all along (an ack-clocked sender's steady state: it offers what the link

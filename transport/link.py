@@ -48,6 +48,8 @@ class LinkEstimator:
         "_classifier",
         "_delivery",
         "_jitter",
+        "_last_bytes",
+        "_last_packets",
         "_last_refresh_s",
         "_last_us",
         "_limited",
@@ -68,6 +70,8 @@ class LinkEstimator:
         self._delivery = DeliveryRate()
         self._classifier = QualityClassifier(quality)
         self._last_us = -1
+        self._last_packets = 0
+        self._last_bytes = 0
         self._last_refresh_s = -math.inf
         # (time, payload bytes acknowledged so far), one per refresh, over the goodput window.
         self._acked: deque[tuple[float, int]] = deque()
@@ -85,14 +89,17 @@ class LinkEstimator:
 
     def on_arrivals(self, records: tuple[Arrival, ...]) -> None:
         """The peer's records, in arrival order. Records not later than the last one used (an
-        ARRIVALS frame that was overtaken) or for packets no longer remembered are skipped."""
+        ARRIVALS frame that was overtaken), whose running totals went backwards (a peer can
+        send anything) or for packets no longer remembered are skipped."""
         for pn, recv_us, packets, size in records:
-            if recv_us <= self._last_us:
+            if recv_us <= self._last_us or packets < self._last_packets or size < self._last_bytes:
                 continue
             slot = pn & _MASK
             if self._tag[slot] != pn:
                 continue
             self._last_us = recv_us
+            self._last_packets = packets
+            self._last_bytes = size
             send_s = self._send_s[slot]
             recv_s = recv_us * 1e-6
             self._jitter.on_packet(send_s, recv_s)
