@@ -360,6 +360,11 @@ class Impairment:
                 best = max(best, spikes.amplitude_s * (1.0 - into / spikes.duration_s))
         return best
 
+    def spike_onset(self, slot: int) -> float | None:
+        """When spike ``slot`` starts (phase jitter applied), or None without spikes."""
+        spikes = self.config.spikes
+        return None if spikes is None else self._spike_onset(spikes, slot)
+
     def _spike_onset(self, spikes: Spikes, slot: int) -> float:
         onsets = self._spike_onsets
         onset = onsets.get(slot)

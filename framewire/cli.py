@@ -307,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="check the relay against the model (delay, jitter, loss, rate, spikes, overhead)",
     )
+    bench.add_argument(
+        "--link",
+        action="store_true",
+        help="check the link estimate (stats().link) on the simulated link: accuracy, "
+        "reaction time of the quality class, stability, spike detection",
+    )
     output_flags(bench, child=False)
     bench.set_defaults(run=_cmd_bench)
 
@@ -537,6 +543,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     if args.fidelity:
         return _cmd_bench_fidelity(args)
+    if args.link:
+        return _cmd_bench_link(args)
     if args.list or args.scenarios or args.trace:
         return _cmd_bench_scenarios(args)
 
@@ -548,6 +556,26 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         emit_json(report)
     else:
         sys.stdout.write("\n".join(bench_table(report)) + "\n")
+    return EXIT_OK
+
+
+def _cmd_bench_link(args: argparse.Namespace) -> int:
+    from bench import linkbench
+
+    say = _bench_say(args.quiet)
+    result = linkbench.run(args.seed, args.quick, say)
+    out = Path(args.out) if args.out else Path("bench-results")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "link.json").write_text(json.dumps(result, indent=2) + "\n")
+    linkbench.plot(result, out / "link-reaction.png")
+    if args.json:
+        emit_json({k: v for k, v in result.items() if k != "timelines"})
+    else:
+        sys.stdout.write("\n".join(linkbench.table(result)) + "\n")
+    say(f"wrote {out}/link.json and {out}/link-reaction.png")
+    failed = [c["name"] for c in result["checks"] if not c["passed"]]
+    if failed:
+        raise CommandError(f"link: {len(failed)} check(s) failed: {failed[0]}")
     return EXIT_OK
 
 

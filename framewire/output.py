@@ -128,7 +128,7 @@ def receive_progress(p: Result) -> str:
         f"latency p50 {fmt_ms(p['frame_latency_ms_p50'])} ms  "
         f"transport p50 {fmt_ms(p['transport_ms_p50'], 2)} ms  "
         f"srtt {fmt_ms(p['srtt_ms'], 2)} ms  "
-        f"lost {p['frames_missing']} frames"
+        f"lost {p['frames_missing']} frames  link {p.get('link', '?')}"
     )
 
 
@@ -137,7 +137,8 @@ def send_progress(p: Result) -> str:
         f"send {p['t_s']:5.1f}s  {p['fps']:5.1f} fps  {p['bitrate_kbps']:6.0f} kbit/s  "
         f"encode p50 {fmt_ms(p['encode_ms_p50'], 2)} ms  "
         f"srtt {fmt_ms(p['srtt_ms'], 2)} ms  "
-        f"lost {p['packets_lost']} pkts  retx {p['retransmissions']}"
+        f"lost {p['packets_lost']} pkts ({p.get('loss_pct', 0):.1f} %)  "
+        f"retx {p['retransmissions']}  link {p.get('link', '?')}"
     )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import math
 import socket
@@ -35,7 +36,7 @@ from stream import (
     VideoReceiver,
     VideoSender,
 )
-from transport import AsyncListener, AsyncSession, Closed, SessionConfig, SessionStats
+from transport import AsyncListener, AsyncSession, Closed, LinkStats, SessionConfig, SessionStats
 from transport.config import RELIABLE, UNRELIABLE
 
 __all__ = [
@@ -172,6 +173,18 @@ def _session_dict(stats: SessionStats, closed: Closed | None) -> dict[str, Any]:
     }
 
 
+def link_dict(link: LinkStats) -> dict[str, Any]:
+    """``stats().link`` as JSON, rounded for people (docs/LINK.md defines each field)."""
+    out: dict[str, Any] = {}
+    for name, value in dataclasses.asdict(link).items():
+        if isinstance(value, float):
+            value = round(value, 3)
+        elif isinstance(value, dict):
+            value = {k: round(v, 3) for k, v in value.items()}
+        out[name] = value
+    return out
+
+
 def _ended_normally(closed: Closed | None) -> bool:
     return closed is None or closed.code == transport.CloseCode.NORMAL
 
@@ -302,6 +315,7 @@ async def _receive_video(
         "decode_ms": stats.decode_ms,
         **({"frame_log": receiver.frame_log()} if options.frame_log else {}),
         "session": _session_dict(session.stats(), ended),
+        "link": link_dict(session.stats().link),
         "error": None if _ended_normally(closed) else f"session ended: {closed and closed.reason}",
     }
     return result
@@ -388,6 +402,8 @@ async def _send_video(
                 "srtt_ms": _srtt_ms(link),
                 "packets_lost": link.packets_lost,
                 "retransmissions": link.retransmissions,
+                "link": link.link.quality,
+                "loss_pct": round(link.link.loss_pct, 2),
             }
         )
         last.update(t=now, frames=totals.frames_sent, bytes=totals.bytes_sent)
@@ -430,4 +446,5 @@ async def _send_video(
         "encode_ms": stats.encode_ms,
         "tick_late_ms": stats.tick_late_ms,
         "session": _session_dict(session.stats(), ended),
+        "link": link_dict(session.stats().link),
     }

@@ -359,28 +359,42 @@ def test_close_and_abandon_round_trip(
 
 
 @given(
-    first_pn=st.integers(0, 1 << 40),
-    first_us=st.integers(0, 1 << 50),
+    first=st.tuples(*[st.integers(0, 1 << 40)] * 4),
     steps=st.lists(
-        st.tuples(st.integers(1, 1 << 20), st.integers(-(1 << 30), 1 << 30)),
+        st.tuples(
+            st.integers(-(1 << 20), 1 << 20),
+            st.integers(0, 1 << 30),
+            st.integers(0, 1 << 20),
+            st.integers(0, 1 << 30),
+        ),
         max_size=wire.MAX_ARRIVALS - 1,
     ),
 )
-def test_arrivals_round_trip(first_pn: int, first_us: int, steps: list[tuple[int, int]]) -> None:
-    packets = [(first_pn, first_us)]
-    for pn_step, us_step in steps:
-        pn, us = packets[-1]
-        packets.append((pn + pn_step, us + us_step))
-    [frame] = wire.parse_frames(wire.encode_arrivals(packets))
-    assert frame == wire.ArrivalsFrame(tuple(packets))
+def test_arrivals_round_trip(
+    first: tuple[int, int, int, int], steps: list[tuple[int, int, int, int]]
+) -> None:
+    records = [(first[0] + (1 << 20) * len(steps), *first[1:])]  # no packet number below 0
+    for step in steps:
+        records.append(
+            (
+                records[-1][0] + step[0],
+                records[-1][1] + step[1],
+                records[-1][2] + step[2],
+                records[-1][3] + step[3],
+            )
+        )
+    [frame] = wire.parse_frames(wire.encode_arrivals(records))
+    assert frame == wire.ArrivalsFrame(tuple(records))
 
 
 def test_arrivals_limits_are_refused_both_ways() -> None:
     with pytest.raises(ValueError):
         wire.encode_arrivals([])
     with pytest.raises(ValueError):
-        wire.encode_arrivals([(5, 0), (5, 1)])
-    too_many = [(pn, pn) for pn in range(wire.MAX_ARRIVALS + 1)]
+        wire.encode_arrivals([(5, 1, 1, 1), (6, 0, 2, 2)])  # time went back
+    with pytest.raises(ValueError):
+        wire.encode_arrivals([(5, 0, 1, 1), (6, 1, 0, 2)])  # a total fell
+    too_many = [(pn, pn, pn, pn) for pn in range(wire.MAX_ARRIVALS + 1)]
     with pytest.raises(ValueError):
         wire.encode_arrivals(too_many)
     for bad in (

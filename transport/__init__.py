@@ -17,10 +17,18 @@ from transport.errors import (
     TransportError,
     UsageError,
 )
-from transport.events import Closed, Connected, Event, Message, MessageLate, SessionAccepted
+from transport.events import (
+    Closed,
+    Connected,
+    Event,
+    LinkQualityChanged,
+    Message,
+    MessageLate,
+    SessionAccepted,
+)
 from transport.listener import Listener
 from transport.session import CloseCode, Session
-from transport.stats import SessionStats
+from transport.stats import LinkStats, SessionStats
 
 __all__ = [
     "LATEST",
@@ -35,6 +43,8 @@ __all__ = [
     "DecodeError",
     "Event",
     "HandshakeTimeoutError",
+    "LinkQualityChanged",
+    "LinkStats",
     "Listener",
     "Message",
     "MessageLate",

@@ -124,7 +124,7 @@ class AsyncSession:
             raise StopAsyncIteration from None
 
     def stats(self) -> SessionStats:
-        return self._engine.stats()
+        return self._engine.stats(time.monotonic())
 
     async def close(self, reason: str = "closed") -> Closed:
         """Close gracefully (reliable data is flushed first, bounded) and wait for the end."""

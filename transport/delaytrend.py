@@ -16,11 +16,11 @@ import math
 import statistics
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal
 
 from transport.estimator import _WindowedExtremum
+from transport.stats import DelayTrend
 
-DelayTrend = Literal["rising", "steady", "falling"]
+__all__ = ["DelayTrend", "SpikeDetector", "SpikePattern", "TrendlineEstimator"]
 
 
 class TrendlineEstimator:
@@ -283,6 +283,8 @@ class SpikeDetector:
         "_spread_factor",
         "_tolerance",
         "baseline_s",
+        "last_peak_s",
+        "last_spike_s",
         "spikes",
         "spread_s",
     )
@@ -328,6 +330,11 @@ class SpikeDetector:
         """90th percentile of the delay minus the baseline."""
         self.spikes: SpikePattern | None = None
         """The current periodic pattern, or None."""
+        self.last_spike_s: float | None = None
+        """When the latest spike (periodic or not) was last seen rising: its onset, or the
+        sample that raised its peak."""
+        self.last_peak_s = 0.0
+        """That spike's height so far (excess over the baseline)."""
 
     def on_sample(self, now: float, owd_s: float) -> None:
         """One delay sample (any constant offset is fine) taken at ``now``, in time order."""
@@ -347,8 +354,11 @@ class SpikeDetector:
                 if excess > limit:
                     self._spike_onset_s, self._spike_peak_s = now, excess
                     self._spike_limit_s = limit
+                    self.last_spike_s, self.last_peak_s = now, excess
             elif excess > self._spike_limit_s / 2:
-                self._spike_peak_s = max(self._spike_peak_s, excess)
+                if excess > self._spike_peak_s:
+                    self._spike_peak_s = excess
+                    self.last_spike_s, self.last_peak_s = now, excess
                 self._spike_end_s = None  # not over yet (or resumed within merge_s)
             elif self._spike_end_s is None:
                 self._spike_end_s = now

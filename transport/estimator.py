@@ -175,6 +175,17 @@ class LossTracker:
                 bucket.runs += 1
         self._previous_lost = not delivered
 
+    def on_spurious(self) -> None:
+        """A packet already counted lost was delivered after all (it was reordered, not
+        lost): count it delivered. The loss is taken back from the newest bucket holding one,
+        which is where it was counted unless the acknowledgement came a bucket later."""
+        for bucket in reversed(self._buckets):
+            if bucket.lost:
+                bucket.lost -= 1
+                bucket.runs = min(bucket.runs, bucket.lost)
+                self._lost_total -= 1
+                return
+
     @property
     def loss_pct(self) -> float:
         """Loss over the recent window, in percent (0.0 before any outcome)."""
@@ -248,19 +259,23 @@ class DeliveryRate:
     per service time, so its survivors arrive as spaced as they were sent; there, packets lost
     in between (packet-number gaps) count as offered too, but only while a queue stands
     (one-way delay at least ``max(5 ms, 4 jitters)`` above its 10 s minimum), so random loss
-    on an idle link is not taken for a full queue. Every other sample, and any interval holding
+    on an idle link is not taken for a full queue. And a queue that stands under every sample of
+    the interval (the same test) means the bottleneck was busy throughout, whatever the spacing:
+    that is the steady state of an ack-clocked sender, which offers just what the link
+    carries. Every other sample, and any interval holding
     a packet marked ``app_limited`` (the sender's queue was empty when it left, BBR's
     definition), is a lower bound.
 
     The estimate is the windowed max of the measurements over ``window_s`` (BBR's max filter)
-    whenever measurements fill at least half of that window, and otherwise holds, rising to
+    whenever measurements fill at least a quarter of that window, and otherwise holds, rising to
     any sample above it (a lower bound above it is news too, as in BBR). So neither a sender
     that sends less than the link carries, nor the odd sample that jitter or random loss made
-    look held back, can lower it (or set the first value); a link measured slower for half
-    of ``window_s`` does.
+    look held back, can lower it (or set the first value); a link measured slower for a
+    quarter of ``window_s`` does. (A quarter, not more: a NewReno sender fills a 20 Mbit/s,
+    40 ms link only near the top of each sawtooth, about a third of the time.)
 
     Limitation: bandwidth is only measurable once the sender has offered more than the link
-    carries for half of ``window_s`` (1 s): until then ``bandwidth_bps`` is None, and
+    carries for a quarter of ``window_s`` (0.5 s): until then ``bandwidth_bps`` is None, and
     afterwards it holds the last measured value while the sender stays below it.
     """
 
@@ -272,8 +287,10 @@ class DeliveryRate:
         "_max_packets",
         "_measurements",
         "_owd_min",
+        "_packets",
         "_ring",
         "_span_s",
+        "_unqueued_in_ring",
         "bandwidth_bps",
     )
 
@@ -294,10 +311,13 @@ class DeliveryRate:
         self._span_s = span_s
         self._dispersion = dispersion
         self._max_packets = max_packets
-        # (pn, send_s, recv_s, bytes delivered up to and including this packet, app_limited)
-        self._ring: deque[tuple[int, float, float, int, bool]] = deque()
+        # (pn, send_s, recv_s, bytes and packets delivered up to and including this packet,
+        # app_limited, queued)
+        self._ring: deque[tuple[int, float, float, int, int, bool, bool]] = deque()
         self._app_limited_in_ring = 0
+        self._unqueued_in_ring = 0
         self._bytes = 0
+        self._packets = 0
         self._jitter = InterarrivalJitter()
         self._owd_min = _WindowedExtremum(10.0, 1.0, maximum=False)
         self.bandwidth_bps: float | None = None
@@ -311,39 +331,64 @@ class DeliveryRate:
         path has one, so a gap is a loss), send time (sender's clock), receive time
         (receiver's clock), size in bytes, and whether the sender was app-limited when it sent
         it (nothing else was waiting to go)."""
+        self.on_sample(pn, send_s, recv_s, self._packets + 1, self._bytes + size, app_limited)
+
+    def on_sample(
+        self,
+        pn: int,
+        send_s: float,
+        recv_s: float,
+        packets: int,
+        size: int,
+        app_limited: bool = False,
+    ) -> None:
+        """One sampled packet, in arrival order, when the receiver reports only some of them:
+        ``packets`` and ``size`` are the receiver's running totals of packets and bytes received
+        up to and including this one (ARRIVALS records, PROTOCOL.md §4.8), so the packets in
+        between count as delivered without a sample each."""
         self._jitter.on_packet(send_s, recv_s)
         self._owd_min.insert(recv_s, recv_s - send_s)
-        self._bytes += size
+        owd_min = self._owd_min.value
+        assert owd_min is not None
+        noise_s = 4 * self._jitter.jitter_s
+        # Queued: one-way delay well above its minimum (more than delay noise explains).
+        queued = recv_s - send_s - owd_min > max(self._MIN_QUEUE_S, noise_s)
+        self._bytes = size
+        self._packets = packets
         ring = self._ring
-        ring.append((pn, send_s, recv_s, self._bytes, app_limited))
+        ring.append((pn, send_s, recv_s, size, packets, app_limited, queued))
         self._app_limited_in_ring += app_limited
+        self._unqueued_in_ring += not queued
         # The reference is the newest packet that still spans span_s.
         while len(ring) > 2 and (
             recv_s - ring[1][2] >= self._span_s or len(ring) > self._max_packets
         ):
-            self._app_limited_in_ring -= ring.popleft()[4]
-        ref_pn, ref_send, ref_recv, ref_bytes, ref_limited = ring[0]
+            old = ring.popleft()
+            self._app_limited_in_ring -= old[5]
+            self._unqueued_in_ring -= not old[6]
+        ref_pn, ref_send, ref_recv, ref_bytes, ref_packets, ref_limited, _ = ring[0]
         recv_span = recv_s - ref_recv
         if recv_span < self._span_s and len(ring) < self._max_packets:
             return
         send_span = max(send_s - ref_send, 0.0)
-        rate_bps = 8.0 * (self._bytes - ref_bytes) / max(send_span, recv_span)
+        rate_bps = 8.0 * (self._bytes - ref_bytes) / max(send_span, recv_span, 1e-6)
 
-        noise_s = 4 * self._jitter.jitter_s
         offered_span = send_span
-        sent, received = pn - ref_pn, len(ring) - 1
-        if sent > received:
-            assert self._owd_min.value is not None
-            queue_s = recv_s - send_s - self._owd_min.value
-            if queue_s > max(self._MIN_QUEUE_S, noise_s):
-                offered_span = send_span * received / sent
-        held_back = recv_span > offered_span * (1 + self._dispersion) + noise_s
+        sent, received = pn - ref_pn, packets - ref_packets
+        if 0 <= received < sent and queued:
+            offered_span = send_span * received / sent
+        # A queue that stood under (nearly) every sample of the interval kept the bottleneck
+        # busy all along (an ack-clocked sender's steady state: it offers what the link
+        # carries). Nearly: one sample in ten may fall below; delay noise alone puts a sample
+        # above the test one time in six at most, so nine in ten never happens by chance.
+        busy = self._unqueued_in_ring * 10 <= len(ring)
+        held_back = busy or recv_span > offered_span * (1 + self._dispersion) + noise_s
         measurements = self._measurements
         if held_back and self._app_limited_in_ring - ref_limited == 0:
             measurements.insert(recv_s, rate_bps)
         else:
             measurements.expire(recv_s)
-        if 2 * measurements.filled >= self._BUCKETS:  # measured consistently
+        if 4 * measurements.filled >= self._BUCKETS:  # measured consistently
             self.bandwidth_bps = measurements.value
         if self.bandwidth_bps is not None:
             self.bandwidth_bps = max(self.bandwidth_bps, rate_bps)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from transport.stats import LinkStats, Quality
+
 if TYPE_CHECKING:
     from transport.session import Session
 
@@ -43,10 +45,20 @@ class Closed:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LinkQualityChanged:
+    """The link's quality class changed (hysteresis: ``docs/LINK.md``); ``link`` is the
+    estimate that made it change."""
+
+    quality: Quality
+    previous: Quality
+    link: LinkStats
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SessionAccepted:
     """A listener accepted a new session; drive it through the listener."""
 
     session: Session
 
 
-Event = Connected | Message | MessageLate | Closed | SessionAccepted
+Event = Connected | Message | MessageLate | Closed | LinkQualityChanged | SessionAccepted

@@ -93,7 +93,7 @@ class PollPeer:
         return mid
 
     def stats(self) -> SessionStats:
-        return self._engine.stats()
+        return self._engine.stats(time.monotonic())
 
     def close(self, reason: str = "closed") -> None:
         """Start a graceful close; keep calling ``service`` until a Closed event arrives."""

@@ -10,11 +10,11 @@ it reads no clock, socket or random source. Thresholds and their sources:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from transport.delaytrend import SpikePattern
+from transport.stats import Quality
 
-Quality = Literal["good", "moderate", "minimal", "unknown"]
+__all__ = ["Quality", "QualityClassifier", "QualityConfig"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -130,14 +130,19 @@ class QualityClassifier:
         jitter_s: float,
         bandwidth_bps: float | None = None,
         spikes: SpikePattern | None = None,
+        recent_spike_s: float = 0.0,
     ) -> Quality | None:
-        """Take the current metrics; return the new class if it changed, else None."""
+        """Take the current metrics; return the new class if it changed, else None.
+
+        ``recent_spike_s``: the height of a latency spike seen lately, periodic or not (the
+        caller decides how long "lately" lasts). It makes the first stalls of a pattern count
+        at once, long before enough of them have come to establish a period."""
         config = self.config
         if self._first_s is None:
             self._first_s = self.since_s = now
         if rtt_s is None or now - self._first_s < config.warmup_s:
             return None
-        spike_s = spikes.amplitude_s if spikes else 0.0
+        spike_s = max(spikes.amplitude_s if spikes else 0.0, recent_spike_s)
         metrics = (rtt_s, loss_pct, jitter_s, spike_s, bandwidth_bps)
         plain = self._level(*metrics, margin=0.0)
         better = self._level(*metrics, margin=config.improve_margin)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from bisect import bisect_left, bisect_right, insort
 from collections import deque
 
 from transport import fec
@@ -51,6 +52,7 @@ from transport.wire import (
 )
 
 PACKET_THRESHOLD = 3  # RFC 9002 §6.1.1
+_RECENT_LOSSES = 1024  # declared losses remembered for spotting spurious ones
 MAX_LIFETIME_US = (1 << 30) - 1  # a 4-byte varint at most: keeps header sizes predictable
 
 LOSS_REFRESH_S = 0.05
@@ -205,12 +207,21 @@ class Sender:
         self._backoff = 0
         self.bytes_in_flight = 0
         self.queued_bytes = 0
+        self.acked_bytes = 0
+        """Running total of the sizes of our packets the peer acknowledged."""
+        self.acked_packets = 0
         self.loss = LossTracker()
         """Recent and total loss of our ack-eliciting packets, and the mean burst length."""
         # Fates decided but not yet told to ``loss``, which needs them in packet-number order:
         # a loss is declared only after later packets were acknowledged. A heap of runs
         # (first pn, last pn, delivered), released below the oldest packet still in flight.
         self._fates: list[tuple[int, int, bool]] = []
+        self._released_below = 0  # every fate below this packet number went to ``loss``
+        # Packets declared lost lately (pn -> when), to spot the ones that were only
+        # reordered when their acknowledgement comes after all (RFC 9002 §6.1: spurious).
+        self._recent_losses: list[tuple[int, float]] = []  # sorted by pn
+        self._spurious: set[int] = set()  # declared lost, then acknowledged, not yet released
+        self.spurious_losses = 0
         self.last_eliciting_at = float("-inf")
         """When the last ack-eliciting packet was built (keepalives count from it)."""
         # Recovery (PROTOCOL.md §8.10).
@@ -345,6 +356,12 @@ class Sender:
     def window_bytes(self) -> int:
         """The congestion window in force."""
         return self._cc.window_bytes
+
+    @property
+    def target_bps(self) -> float | None:
+        """The controller's target media bitrate, if it has one."""
+        target: float | None = getattr(self._cc, "target_bps", None)
+        return target
 
     def queue_ping(self) -> None:
         self._ping = True
@@ -597,6 +614,8 @@ class Sender:
                 lo, hi = ranges[r]
             if lo <= pn <= hi:
                 acked.append((pn, packet))
+        if self._recent_losses:
+            self._find_spurious(ack, now)
         if not acked:
             return
         acked_bytes = 0
@@ -623,6 +642,8 @@ class Sender:
                 for control in packet.controls:
                     control.acked = True
         self.bytes_in_flight -= acked_bytes
+        self.acked_bytes += acked_bytes
+        self.acked_packets += len(acked)
         last_pn, last_packet = acked[-1]
         # One call per ACK frame, not per packet; the newest packet's send time decides
         # whether the acknowledged data was sent after a recovery period began.
@@ -646,9 +667,36 @@ class Sender:
         fates = self._fates
         floor = next(iter(self._sent), None)
         on_outcomes = self.loss.on_outcomes
+        spurious = self._spurious
         while fates and (floor is None or fates[0][1] < floor):
             first, last, delivered = heapq.heappop(fates)
+            if spurious and not delivered and first in spurious:
+                spurious.discard(first)
+                delivered = True
             on_outcomes(last, last - first + 1, delivered, now)
+            self._released_below = last + 1
+
+    def _find_spurious(self, ack: AckFrame, now: float) -> None:
+        """Packets declared lost that this ACK names were reordered, not lost: correct the
+        loss estimate (their repairs, if any, have gone; nothing else is undone)."""
+        recent = self._recent_losses
+        horizon = now - max(4 * self._rtt.srtt_s, 0.2)
+        if recent[0][1] < horizon:
+            recent[:] = [entry for entry in recent if entry[1] >= horizon]
+        for lo, hi in ack.ranges:  # at most 32 ranges, each a bisection of the recent list
+            start = bisect_left(recent, (lo, -1.0))
+            end = bisect_right(recent, (hi, now + 1.0))
+            if start == end:
+                continue
+            for pn, _ in recent[start:end]:
+                self.spurious_losses += 1
+                if pn < self._released_below:
+                    self.loss.on_spurious()
+                else:
+                    self._spurious.add(pn)
+            del recent[start:end]
+            if not recent:
+                return
 
     def _detect_lost(self, now: float) -> None:
         """RFC 9002 §6.1: packet and time thresholds below the largest acknowledged."""
@@ -672,6 +720,13 @@ class Sender:
     def _lose(self, pn: int, now: float) -> None:
         packet = self._sent.pop(pn)
         heapq.heappush(self._fates, (pn, pn, False))
+        recent = self._recent_losses
+        if len(recent) >= _RECENT_LOSSES:
+            del recent[0]
+        if not recent or pn > recent[-1][0]:
+            recent.append((pn, now))
+        else:
+            insort(recent, (pn, now))
         self.bytes_in_flight -= packet.size
         self._counters.packets_lost += 1
         self._cc.on_lost(packet.size, packet.sent_at, now)

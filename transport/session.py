@@ -8,6 +8,7 @@ The states and what moves between them are in ``_TRANSITIONS`` below and in PROT
 from __future__ import annotations
 
 import enum
+import math
 import os
 import struct
 from collections import deque
@@ -32,7 +33,9 @@ from transport.crypto import (
     seal_confirm,
 )
 from transport.errors import DecodeError, UsageError
-from transport.events import Closed, Connected, Event, Message
+from transport.estimator import LossTracker
+from transport.events import Closed, Connected, Event, LinkQualityChanged, Message
+from transport.link import LinkEstimator
 from transport.nack import NackScheduler
 from transport.parity import ParityDecoder
 from transport.reassembly import ACCEPTED, REFUSED, VIOLATION, Reassembler
@@ -41,12 +44,16 @@ from transport.sender import Sender
 from transport.stats import Counters, SessionStats
 from transport.wire import (
     FRAGMENT,
+    MAX_ARRIVALS,
     AbandonFrame,
     AckFrame,
+    Arrival,
+    ArrivalsFrame,
     CloseFrame,
     FragmentFrame,
     NackFrame,
     ParityFrame,
+    encode_arrivals,
     encode_close,
     parse_fragment,
     parse_frames,
@@ -102,6 +109,11 @@ _ACCEPTS: dict[int, frozenset[State]] = {
 
 _ESTABLISHED = State.ESTABLISHED
 CLOSE_COPIES = 3
+ARRIVAL_INTERVAL_S = 0.001
+"""At most one ARRIVALS record per this interval (PROTOCOL.md §4.8): the sender's estimators
+cost about 10 µs per record, so a bulk flow at 10 000 packets/s is sampled, not fed whole."""
+ARRIVALS_PER_FRAME = 16
+"""Most records sent with one ACK (the newest; older ones are dropped): about 130 bytes."""
 _DATA_HEADER = pk.DATA_HEADER_BYTES
 _DATA_OVERHEAD = pk.DATA_OVERHEAD_BYTES
 _PN_UNPACK = struct.Struct("!Q").unpack_from
@@ -163,6 +175,10 @@ class Session:
         # What receive_data looks at to know whether recovery has work after a batch (the
         # containers themselves, never replaced: no call on the hot path when all are empty).
         self._recovery_watch: tuple[Collection[object], ...] = ((), (), ())
+        self._link = LinkEstimator()
+        self._peer_wants_arrivals = False
+        self._arrivals: list[Arrival] = []  # records waiting for the next ACK
+        self._arrival_at = -math.inf
 
     # -- construction ------------------------------------------------------------------------
 
@@ -253,6 +269,7 @@ class Session:
             config = _with_datagram(config, peer.max_datagram_bytes)
         if peer.idle_timeout_ms:
             self._idle_timeout_s = min(self._idle_timeout_s, peer.idle_timeout_ms / 1000)
+        self._peer_wants_arrivals = bool(peer.features & pk.PARAM_WANTS_ARRIVALS)
         congestion = NewReno(
             config.max_datagram_bytes, config.initial_window_packets, config.min_window_packets
         )
@@ -293,6 +310,12 @@ class Session:
         return self.state is State.TERMINATED
 
     @property
+    def target_bitrate_bps(self) -> float | None:
+        """The media bitrate the congestion controller asks for, for an encoder to follow;
+        None before the session is up or with a controller that has no opinion."""
+        return self._sender.target_bps if self._sender is not None else None
+
+    @property
     def send_queue_bytes(self) -> int:
         """Bytes of messages not yet sent, or (reliable) not yet acknowledged."""
         return self._sender.queued_bytes if self._sender is not None else 0
@@ -322,16 +345,16 @@ class Session:
         ):
             acks = self._acks
             pn = self._next_pn
-            ack = acks.frame(now) if acks.has_unacked else None
+            ack = self._ack_frames(now) if acks.has_unacked else None
             direct = sender.send_direct(channel, data, deadline, now, pn, ack)
             if direct is not None:
                 mid, payload = direct
-                self._emit(pn, payload)
+                self._emit(pn, payload, now)
                 return mid
             if ack is not None:  # it did not fit beside the message: send it on its own
                 ack_packet = sender.build(now, pn, ack, True)
                 if ack_packet is not None:
-                    self._emit(pn, ack_packet)
+                    self._emit(pn, ack_packet, now)
         return sender.queue_message(channel, data, deadline)
 
     def close(self, now: float, reason: str = "closed", code: int = CloseCode.NORMAL) -> None:
@@ -355,10 +378,13 @@ class Session:
             self._reassembler.undelivered_bytes -= len(event.data)
         return event
 
-    def stats(self) -> SessionStats:
+    def stats(self, now: float | None = None) -> SessionStats:
+        """A snapshot of the counters and the link estimate; ``now`` (the adapter's clock)
+        dates ``link.quality_since_s`` and goodput (else the last time the link was updated)."""
         c = self._counters
         rtt = self._rtt
         sender = self._sender
+        loss = sender.loss if sender is not None else LossTracker()
         return SessionStats(
             srtt_ms=rtt.srtt_s * 1000,
             rttvar_ms=rtt.rttvar_s * 1000,
@@ -390,6 +416,7 @@ class Session:
             send_queue_bytes=sender.queued_bytes if sender else 0,
             reassembly_bytes=self._reassembler.held_bytes,
             undelivered_bytes=self._reassembler.undelivered_bytes,
+            link=self._link.snapshot(now, rtt, loss),
         )
 
     # -- input -------------------------------------------------------------------------------
@@ -485,6 +512,7 @@ class Session:
         established = self.state is _ESTABLISHED
         opened = 0
         opened_bytes = 0
+        last_pn = -1
         # Bulk pieces arrive in packet-number order; their ACK bookkeeping is one call per
         # run of consecutive numbers instead of one per packet.
         run_first = run_last = -2
@@ -505,6 +533,7 @@ class Session:
                 counters.decode_failures += 1
                 continue
             replay.mark(pn)
+            last_pn = pn
             if not opened:
                 self._last_recv = now
                 if addr != self.peer_addr:
@@ -529,6 +558,8 @@ class Session:
             acks.on_eliciting_run(run_first, run_last, now)
         counters.packets_received += opened
         counters.bytes_received += opened_bytes
+        if opened and self._peer_wants_arrivals and now - self._arrival_at >= ARRIVAL_INTERVAL_S:
+            self._record_arrival(last_pn, now)
         if self._recovering and opened:
             tracked, gaps, groups = self._recovery_watch
             if tracked or gaps or groups:
@@ -546,6 +577,24 @@ class Session:
         nacker = self._nacker
         if nacker is not None:
             nacker.on_batch(now, highest_before, self._replay.highest, opened)
+
+    def _record_arrival(self, pn: int, now: float) -> None:
+        """Note when packet ``pn``, the last of a read, arrived (sent with the next ACK)."""
+        self._arrival_at = now
+        records = self._arrivals
+        if len(records) >= MAX_ARRIVALS:
+            del records[0]  # no ACK for a while: the oldest records are the least useful
+        counters = self._counters
+        records.append((pn, int(now * 1e6), counters.packets_received, counters.bytes_received))
+
+    def _ack_frames(self, now: float) -> bytes:
+        """The ACK frame due now, followed by the waiting ARRIVALS records if any."""
+        ack = self._acks.frame(now)
+        records = self._arrivals
+        if not records:
+            return ack
+        self._arrivals = []
+        return ack + encode_arrivals(records[-ARRIVALS_PER_FRAME:])
 
     def _on_payload(self, payload: bytes, pn: int, addr: Address, now: float) -> None:
         """Act on an authenticated payload (§4.7)."""
@@ -578,6 +627,7 @@ class Session:
         eliciting = False
         refused = False
         ping = False
+        feedback = False
         reassembler = self._reassembler
         for frame in frames:
             ftype = type(frame)
@@ -590,7 +640,12 @@ class Session:
                 else:
                     assert self._sender is not None
                     self._sender.on_ack(frame, now)  # type: ignore[arg-type]
+                    feedback = True
                     continue
+            elif ftype is ArrivalsFrame:
+                if self.config.arrival_feedback:  # else we never asked: ignore them
+                    self._link.on_arrivals(frame.packets)  # type: ignore[union-attr]
+                continue
             elif ftype is CloseFrame:
                 self._on_peer_close(frame, now)  # type: ignore[arg-type]
                 return
@@ -616,6 +671,8 @@ class Session:
                 self._violation(now, "frame breaks the channel, size or ACK rules")
                 return
             refused = refused or status == REFUSED
+        if feedback:
+            self._refresh_link(now)
         if not refused:
             # A refused reliable piece must not be acknowledged: leaving the packet out of
             # our ACKs makes the sender declare it lost and repair it.
@@ -624,6 +681,20 @@ class Session:
                 # A PING is a probe (keepalive, RTO): answer at once, so the prober's RTT
                 # sample is the path's, not our ACK delay's (a pure receiver's only samples).
                 self._acks.expedite()
+
+    def _refresh_link(self, now: float) -> None:
+        sender = self._sender
+        assert sender is not None
+        link = self._link
+        previous = link.quality
+        changed = link.refresh(
+            now, self._rtt, sender.loss, sender.acked_bytes, sender.acked_packets
+        )
+        if changed is not None:
+            snapshot = link.snapshot(now, self._rtt, sender.loss)
+            self._events.append(
+                LinkQualityChanged(quality=changed, previous=previous, link=snapshot)
+            )
 
     def _violation(self, now: float, what: str) -> None:
         """Authenticated but malformed: the peer is broken, not an attacker. End it."""
@@ -667,20 +738,24 @@ class Session:
         counters = self._counters
         out = self._out
         peer = self.peer_addr
+        link = self._link
         while sender.has_data or (acks.has_unacked and acks.due(now)):
-            ack = acks.frame(now) if acks.has_unacked else None
+            ack = self._ack_frames(now) if acks.has_unacked else None
             pn = self._next_pn
             payload = sender.build(now, pn, ack, ack is not None)
             if payload is None:
                 break
             datagram = self._protect(pn, payload)
+            link.on_sent(pn, now, not sender.has_data)
             out.append((datagram, peer))
             counters.packets_sent += 1
             counters.bytes_sent += len(datagram)
 
-    def _emit(self, pn: int, payload: bytes) -> None:
-        """Seal packet ``pn`` and queue it for :meth:`datagrams_to_send`."""
+    def _emit(self, pn: int, payload: bytes, now: float) -> None:
+        """Seal packet ``pn`` (sent on the direct path: nothing else waits) and queue it for
+        :meth:`datagrams_to_send`."""
         datagram = self._protect(pn, payload)
+        self._link.on_sent(pn, now, True)
         self._out.append((datagram, self.peer_addr))
         counters = self._counters
         counters.packets_sent += 1
@@ -786,6 +861,7 @@ class Session:
             assert self._sender is not None
             self._sender.handle_timer(now)
             self._reassembler.handle_timer(now)
+            self._refresh_link(now)  # a pure receiver hears few ACKs: keep its class current
             if self._recovering:
                 self._recovery_timer(now)
         elif self._linger_end is not None and now >= self._linger_end:

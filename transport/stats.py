@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+DelayTrend = Literal["rising", "steady", "falling"]
+Quality = Literal["good", "moderate", "minimal", "unknown"]
 
 
 class Counters:
@@ -57,6 +61,49 @@ class Counters:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SpikeStats:
+    """A periodic latency spike found on the link: its period and typical height."""
+
+    period_ms: float
+    amplitude_ms: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkStats:
+    """How the link this side sends on is doing (``docs/LINK.md`` says how each is computed).
+
+    None means "not measured": no RTT sample yet, or no ARRIVALS from the peer (jitter, trend,
+    queueing delay), or the sender never offered more than the link carries (bandwidth).
+    """
+
+    rtt_ms: float | None
+    """Smoothed RTT (RFC 6298), the peer's ACK delay removed (RFC 9002 §5.3)."""
+    rtt_var_ms: float | None
+    min_rtt_ms: float | None
+    jitter_ms: float | None
+    """RFC 3550 §6.4.1 interarrival jitter of our packets at the peer."""
+    loss_pct: float
+    """Loss of our packets over the recent, adaptive window (up to 5 s)."""
+    loss_total_pct: float
+    burst_loss: float
+    """Mean length of runs of consecutive losses in the recent window (0 without loss)."""
+    goodput_mbps: float
+    """Payload the peer acknowledged per second, over the last second."""
+    bandwidth_mbps: float | None
+    """Bottleneck bandwidth, BBR-style delivery rate; None until measurable."""
+    owd_trend: DelayTrend | None
+    """Queueing-delay gradient, libwebrtc GCC's trendline detector."""
+    queue_delay_ms: float | None
+    """One-way delay above its 10 s minimum."""
+    spikes: SpikeStats | None
+    quality: Quality
+    quality_since_s: float
+    """How long the class has held."""
+    samples: int
+    """ARRIVALS records the delay estimates are built from."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SessionStats:
     """A snapshot of one session. Times in milliseconds, sizes in bytes."""
 
@@ -102,3 +149,5 @@ class SessionStats:
     reassembly_bytes: int
     undelivered_bytes: int
     """Whole messages delivered by the engine that the program has not taken yet."""
+    link: LinkStats
+    """The link estimate (this side's outgoing path)."""

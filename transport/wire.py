@@ -137,16 +137,23 @@ class AbandonFrame:
     message_id: int
 
 
+Arrival = tuple[int, int, int, int]
+"""One ARRIVALS record: packet number, arrival time (µs, receiver's clock), and the packets and
+bytes the receiver had received in all up to and including that packet."""
+
+
 @dataclass(frozen=True, slots=True)
 class ArrivalsFrame:
-    """When some packets arrived, by the receiver's clock: ``(packet number, microseconds)``
-    pairs in increasing packet-number order (PROTOCOL.md §4.8).
+    """When some packets arrived, by the receiver's clock (PROTOCOL.md §4.8): records in
+    arrival order (times never decrease; packet numbers may, when packets were reordered).
 
     The times are on the receiver's own clock with an arbitrary origin: the sender uses only
     differences between them (one-way delay variation, receive spacing), never their value.
+    The running totals let the sender count what arrived between any two records it has, even
+    when an ARRIVALS frame between them was lost.
     """
 
-    packets: tuple[tuple[int, int], ...]
+    packets: tuple[Arrival, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,23 +249,33 @@ def encode_abandon(channel: int, message_id: int) -> bytes:
 _SMALL_VARINTS = tuple(encode_varint(i) for i in range(4096))
 
 
-def encode_arrivals(packets: list[tuple[int, int]]) -> bytes:
-    """ARRIVALS frame from ``(packet number, microseconds)`` pairs in increasing packet-number
-    order (1..MAX_ARRIVALS of them): the first pair whole, then the packet-number step and the
-    zigzag-encoded time step of each next one."""
-    count = len(packets)
+def _zigzag(value: int) -> int:
+    return value << 1 if value >= 0 else ((-value) << 1) - 1
+
+
+def _unzigzag(value: int) -> int:
+    return -((value + 1) >> 1) if value & 1 else value >> 1
+
+
+def encode_arrivals(records: list[Arrival]) -> bytes:
+    """ARRIVALS frame from 1..MAX_ARRIVALS records in arrival order: the first record whole,
+    then each next one as steps from the one before (the packet-number step zigzag-coded, as
+    a reordered packet arrives after higher-numbered ones)."""
+    count = len(records)
     if not 0 < count <= MAX_ARRIVALS:
         raise ValueError(f"ARRIVALS carries 1..{MAX_ARRIVALS} records, not {count}")
-    pn, us = packets[0]
-    parts = [bytes((ARRIVALS, count)), encode_varint(pn), encode_varint(us)]
-    for next_pn, next_us in packets[1:]:
-        step = next_pn - pn
-        if step <= 0:
-            raise ValueError("ARRIVALS packet numbers must increase")
-        delta = next_us - us
-        parts.append(encode_varint(step))
-        parts.append(encode_varint(delta << 1 if delta >= 0 else ((-delta) << 1) - 1))
-        pn, us = next_pn, next_us
+    pn, us, packets, size = records[0]
+    parts = [bytes((ARRIVALS, count))]
+    parts += map(encode_varint, records[0])
+    for record in records[1:]:
+        next_pn, next_us, next_packets, next_size = record
+        if next_us < us or next_packets < packets or next_size < size:
+            raise ValueError("ARRIVALS records must be in arrival order (times, totals)")
+        parts.append(encode_varint(_zigzag(next_pn - pn)))
+        parts.append(encode_varint(next_us - us))
+        parts.append(encode_varint(next_packets - packets))
+        parts.append(encode_varint(next_size - size))
+        pn, us, packets, size = record
     return b"".join(parts)
 
 
@@ -511,18 +528,22 @@ def _parse_arrivals(buf: bytes, pos: int) -> tuple[Frame, int]:
         raise DecodeError("bad ARRIVALS count")
     pn, pos = read_varint(buf, pos + 1)
     us, pos = read_varint(buf, pos)
-    packets = [(pn, us)]
+    packets, pos = read_varint(buf, pos)
+    size, pos = read_varint(buf, pos)
+    records = [(pn, us, packets, size)]
     for _ in range(count - 1):
-        step, pos = read_varint(buf, pos)
-        zigzag, pos = read_varint(buf, pos)
-        if step == 0:
-            raise DecodeError("ARRIVALS packet numbers must increase")
-        pn += step
-        us += -((zigzag + 1) >> 1) if zigzag & 1 else zigzag >> 1
-        if pn > MAX_VARINT:
-            raise DecodeError("ARRIVALS packet number out of range")
-        packets.append((pn, us))
-    return ArrivalsFrame(tuple(packets)), pos
+        pn_step, pos = read_varint(buf, pos)
+        us_step, pos = read_varint(buf, pos)
+        packets_step, pos = read_varint(buf, pos)
+        size_step, pos = read_varint(buf, pos)
+        pn += _unzigzag(pn_step)
+        us += us_step
+        packets += packets_step
+        size += size_step
+        if not 0 <= pn <= MAX_VARINT or max(us, packets, size) > MAX_VARINT:
+            raise DecodeError("ARRIVALS record out of range")
+        records.append((pn, us, packets, size))
+    return ArrivalsFrame(tuple(records)), pos
 
 
 def _byte(buf: bytes, pos: int, what: str) -> int:
