@@ -10,6 +10,7 @@ from transport.config import (
     ChannelKind,
     SessionConfig,
 )
+from transport.congestion import LinkSignals
 from transport.errors import (
     DecodeError,
     HandshakeTimeoutError,
@@ -26,7 +27,9 @@ from transport.events import (
     MessageLate,
     SessionAccepted,
 )
+from transport.gcc import GccConfig, GoogCC
 from transport.listener import Listener
+from transport.pacer import Pacer, PacerConfig
 from transport.session import CloseCode, Session
 from transport.stats import LinkStats, SessionStats
 
@@ -42,12 +45,17 @@ __all__ = [
     "Connected",
     "DecodeError",
     "Event",
+    "GccConfig",
+    "GoogCC",
     "HandshakeTimeoutError",
     "LinkQualityChanged",
+    "LinkSignals",
     "LinkStats",
     "Listener",
     "Message",
     "MessageLate",
+    "Pacer",
+    "PacerConfig",
     "Session",
     "SessionAccepted",
     "SessionClosedError",
