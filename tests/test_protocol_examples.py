@@ -492,8 +492,10 @@ def test_transition_table() -> None:
     assert documented == actual
 
 
-def _number(text: str) -> int | float:
+def _number(text: str) -> int | float | str:
     word = text.split()[0]
+    if word.startswith('"'):
+        return word.strip('"')  # a name, e.g. the congestion controller
     return float(word) if "." in word else int(word)
 
 

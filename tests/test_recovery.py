@@ -422,7 +422,7 @@ def test_nack_repairs_only_what_can_arrive_before_the_deadline(
     """Deadline 30 ms, srtt 20 ms: a repair leaves only while now + srtt/2 < deadline (and
     at the deadline the message is no longer held at all)."""
     sender, counters = _sender()
-    mid = sender.queue_message(UNRELIABLE, bytes(3000), deadline=0.030)
+    mid = sender.queue_message(UNRELIABLE, bytes(3000), deadline=0.030, now=0.0)
     sent = [sender.build(0.0, pn, None, False) for pn in range(3)]
     assert [len(_fragments(p)) for p in sent] == [1, 1, 1]
     chunk = len(_fragments(sent[0])[0].data)  # bytes 1200..1209 lie in the second piece
@@ -436,7 +436,7 @@ def test_nack_repairs_only_what_can_arrive_before_the_deadline(
 
 def test_nack_for_a_whole_message_and_not_twice_within_a_round_trip() -> None:
     sender, counters = _sender()
-    mid = sender.queue_message(UNRELIABLE, b"state", deadline=0.1)
+    mid = sender.queue_message(UNRELIABLE, b"state", deadline=0.1, now=0.0)
     assert _fragments(sender.build(0.0, 0, None, False))
     whole = wire.NackFrame((wire.NackRequest(UNRELIABLE, mid),))
     sender.on_nack(whole, 0.021)
@@ -454,9 +454,9 @@ def test_nack_for_a_whole_message_and_not_twice_within_a_round_trip() -> None:
 def test_lost_reliable_piece_is_not_repaired_when_it_cannot_arrive_in_time() -> None:
     """now + srtt/2 >= deadline at loss detection: no repair, the message expires (ABANDON)."""
     sender, counters = _sender()
-    mid = sender.queue_message(RELIABLE, bytes(500), deadline=0.040)
+    mid = sender.queue_message(RELIABLE, bytes(500), deadline=0.040, now=0.0)
     assert _fragments(sender.build(0.0, 0, None, False))
-    others = [sender.queue_message(RELIABLE, bytes(10), None) for _ in range(3)]
+    others = [sender.queue_message(RELIABLE, bytes(10), None, now=0.0) for _ in range(3)]
     for pn, _ in enumerate(others, start=1):
         sender.build(0.0, pn, None, False)
     # Packets 1..3 acknowledged at 31 ms: packet 0 is lost (3 later ones acknowledged).
@@ -468,10 +468,10 @@ def test_lost_reliable_piece_is_not_repaired_when_it_cannot_arrive_in_time() -> 
 
 def test_lost_reliable_piece_is_repaired_while_it_can_arrive_in_time() -> None:
     sender, counters = _sender()
-    sender.queue_message(RELIABLE, bytes(500), deadline=0.045)
+    sender.queue_message(RELIABLE, bytes(500), deadline=0.045, now=0.0)
     assert _fragments(sender.build(0.0, 0, None, False))
     for pn in range(1, 4):
-        sender.queue_message(RELIABLE, bytes(10), None)
+        sender.queue_message(RELIABLE, bytes(10), None, now=0.0)
         sender.build(0.0, pn, None, False)
     sender.on_ack(wire.AckFrame(((1, 3),), 0), 0.031)  # 31 + 10 < 45
     assert [f.offset for f in _fragments(sender.build(0.031, 4, None, False))] == [0]
@@ -481,8 +481,8 @@ def test_lost_reliable_piece_is_repaired_while_it_can_arrive_in_time() -> None:
 def test_held_messages_are_released_at_their_deadline_and_bounded() -> None:
     sender, _ = _sender()
     for i in range(5):
-        sender.queue_message(UNRELIABLE, bytes(1000), deadline=0.01 * (i + 1))
-    sender.queue_message(UNRELIABLE, bytes(1000), deadline=None)  # never held
+        sender.queue_message(UNRELIABLE, bytes(1000), deadline=0.01 * (i + 1), now=0.0)
+    sender.queue_message(UNRELIABLE, bytes(1000), deadline=None, now=0.0)  # never held
     assert sender.held_bytes == 5000
     sender.handle_timer(0.03)
     assert sender.held_bytes == 2000
@@ -491,7 +491,7 @@ def test_held_messages_are_released_at_their_deadline_and_bounded() -> None:
     rtt = RttEstimator(0.1, 0.05, 2.0)
     small = Sender(config, Counters(), rtt, NewReno(1200, 100, 4), nack=True)
     for _ in range(10):
-        small.queue_message(UNRELIABLE, bytes(1500), deadline=10.0)
+        small.queue_message(UNRELIABLE, bytes(1500), deadline=10.0, now=0.0)
         for pn in range(2):
             small.build(0.0, pn, None, False)
         assert small.held_bytes <= config.max_send_queue_bytes

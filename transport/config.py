@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transport.congestion import CongestionController
 
 
 class ChannelKind(enum.IntEnum):
@@ -22,6 +27,13 @@ DEFAULT_CHANNELS: tuple[ChannelKind, ...] = (
     ChannelKind.UNRELIABLE,
     ChannelKind.LATEST,
 )
+
+CONGESTION_CONTROLLERS = ("gcc", "newreno")
+"""Built-in congestion controllers, by name (``SessionConfig.congestion``)."""
+
+CongestionFactory = Callable[["SessionConfig"], "CongestionController"]
+"""Builds a session's controller from its (negotiated) configuration: the way to plug in a
+controller of one's own."""
 
 # Channel ids of the default layout, for readable call sites.
 RELIABLE = 0
@@ -95,10 +107,25 @@ class SessionConfig:
     """Reorder allowance: how long a hole (or a stalled message) waits before it is asked
     for. Small, because with a frame deadline of 33 ms and a 20 ms round trip a repair has
     about 3 ms to spare."""
+    congestion: str | CongestionFactory = "newreno"
+    """The congestion controller: ``"newreno"`` (a loss-based window, RFC 9002 §7: no target,
+    no pacing; what bulk transfers want), ``"gcc"`` (delay-based rate control after WebRTC's
+    Google Congestion Control, with a pacer and a target bitrate for encoders; needs
+    ``arrival_feedback``), or a :data:`CongestionFactory`."""
     extra_socket_buffer_bytes: int = field(default=4 * 1024 * 1024)
     """Adapters ask the kernel for this much send/receive buffer."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.congestion, str):
+            if self.congestion not in CONGESTION_CONTROLLERS:
+                raise ValueError(
+                    f"congestion: unknown controller {self.congestion!r} "
+                    f"(one of {', '.join(CONGESTION_CONTROLLERS)}, or a factory)"
+                )
+            if self.congestion == "gcc" and not self.arrival_feedback:
+                raise ValueError("congestion 'gcc' needs arrival_feedback (its delay signal)")
+        elif not callable(self.congestion):
+            raise ValueError("congestion must be a controller name or a factory")
         if not self.channels:
             raise ValueError("channels: at least one channel is needed")
         if len(self.channels) > 256:

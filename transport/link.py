@@ -32,6 +32,9 @@ packets/s that is 0.4 s, far more than an ARRIVALS record waits (one ACK delay).
 REFRESH_S = 0.05
 """Shortest interval between two quality updates (each costs a few microseconds)."""
 GOODPUT_WINDOW_S = 1.0
+DELIVERED_WINDOW_S = 0.5
+"""The span the peer's receive rate is measured over (libwebrtc's acknowledged-bitrate
+estimator also looks at about half a second)."""
 SPIKE_MEMORY_S = 3.0
 """How long one latency spike counts towards the quality class (a periodic pattern counts for
 as long as it lasts): long enough to bridge the gaps of a once-a-second Wi-Fi scan pattern
@@ -53,6 +56,7 @@ class LinkEstimator:
         "_last_refresh_s",
         "_last_us",
         "_limited",
+        "_received",
         "_send_s",
         "_spikes",
         "_tag",
@@ -73,6 +77,8 @@ class LinkEstimator:
         self._last_packets = 0
         self._last_bytes = 0
         self._last_refresh_s = -math.inf
+        # (receive time by the peer's clock, bytes it had received), over DELIVERED_WINDOW_S.
+        self._received: deque[tuple[float, int]] = deque()
         # (time, payload bytes acknowledged so far), one per refresh, over the goodput window.
         self._acked: deque[tuple[float, int]] = deque()
         self.samples = 0
@@ -108,6 +114,10 @@ class LinkEstimator:
             self._spikes.on_sample(recv_s, trend.owd_s)
             self._delivery.on_sample(pn, send_s, recv_s, packets, size, bool(self._limited[slot]))
             self.samples += 1
+            received = self._received
+            received.append((recv_s, size))
+            while len(received) > 2 and recv_s - received[1][0] >= DELIVERED_WINDOW_S:
+                received.popleft()
 
     def refresh(
         self, now: float, rtt: RttEstimator, loss: LossTracker, acked_bytes: int, acked: int
@@ -144,11 +154,36 @@ class LinkEstimator:
     # -- output -------------------------------------------------------------------------------
 
     @property
+    def delivered_bps(self) -> float | None:
+        """What the peer received over the last ``DELIVERED_WINDOW_S`` (wire bytes, by its
+        clock), from the running totals in its ARRIVALS records; None until records span at
+        least half that window."""
+        received = self._received
+        if len(received) < 2:
+            return None
+        (t0, b0), (t1, b1) = received[0], received[-1]
+        if t1 - t0 < DELIVERED_WINDOW_S / 2:
+            return None
+        return 8.0 * (b1 - b0) / (t1 - t0)
+
+    @property
+    def trend(self) -> TrendlineEstimator:
+        """The delay-gradient detector (its ``state`` and ``owd_s`` drive rate control)."""
+        return self._trend
+
+    @property
     def quality(self) -> Quality:
         return self._classifier.quality
 
-    def snapshot(self, now: float | None, rtt: RttEstimator, loss: LossTracker) -> LinkStats:
-        """The current estimates. ``now`` (None: the last refresh) dates ``quality_since_s``."""
+    def snapshot(
+        self,
+        now: float | None,
+        rtt: RttEstimator,
+        loss: LossTracker,
+        target_bps: float | None = None,
+    ) -> LinkStats:
+        """The current estimates. ``now`` (None: the last refresh) dates ``quality_since_s``;
+        ``target_bps`` is the rate controller's target, reported beside them."""
         if now is None:
             now = self._last_refresh_s
         measured = rtt.samples > 0
@@ -180,6 +215,7 @@ class LinkEstimator:
             if since is None or not math.isfinite(now)
             else max(0.0, now - since),
             samples=self.samples,
+            target_mbps=None if target_bps is None else target_bps / 1e6,
         )
 
     def _goodput_bps(self, now: float) -> float:

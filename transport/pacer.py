@@ -102,6 +102,13 @@ class Pacer:
         # The bucket refills from _last_s; the cap cannot bind below `need` <= burst.
         return self._last_s + (need - tokens) / rate
 
+    def release_s(self, size: int) -> float:
+        """When a packet of ``size`` bytes may leave, without knowing the time: the last send
+        when the bucket already holds enough (or when unpaced), else when it will."""
+        if self._rate_Bps is None:
+            return self._last_s
+        return max(self._last_s, self.next_send_s(self._last_s, size))
+
     def on_sent(self, now: float, size: int) -> None:
         """A packet of ``size`` bytes left at ``now``."""
         rate = self._rate_Bps

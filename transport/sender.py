@@ -22,9 +22,10 @@ from collections import deque
 
 from transport import fec
 from transport.config import ChannelKind, SessionConfig
-from transport.congestion import CongestionController
+from transport.congestion import CongestionController, LinkSignals
 from transport.errors import UsageError
 from transport.estimator import LossTracker
+from transport.pacer import Pacer
 from transport.packet import DATA_OVERHEAD_BYTES
 from transport.parity import (
     MAX_ACROSS_MEMBERS,
@@ -54,6 +55,12 @@ from transport.wire import (
 PACKET_THRESHOLD = 3  # RFC 9002 §6.1.1
 _RECENT_LOSSES = 1024  # declared losses remembered for spotting spurious ones
 MAX_LIFETIME_US = (1 << 30) - 1  # a 4-byte varint at most: keeps header sizes predictable
+
+URGENT_SHARE = 0.25
+"""A message with a deadline is paced out within this share of the time it has left (after
+half a round trip of flight): the rest stays for its parity and a NACK repair (bench.recovery:
+0.25 delivers 99.4 % of 33 ms video frames on time at 5 % loss, 0.5 only 96.7 %)."""
+MIN_URGENT_S = 0.001
 
 LOSS_REFRESH_S = 0.05
 """How often the loss level that decides parity is read from the loss tracker."""
@@ -182,15 +189,21 @@ class Sender:
         *,
         nack: bool = False,
         fec: bool = False,
+        pacer: Pacer | None = None,
     ) -> None:
         """``nack``: keep messages with a deadline until it passes and repair what the peer's
         NACKs name; ``fec``: send PARITY for them. Both only if the peer negotiated
-        recovery."""
+        recovery. ``pacer``: spread packets at the controller's ``pacing_bps`` (faster
+        when a message's deadline needs it)."""
         self._config = config
         self._peer_max_ack_delay_s = peer_max_ack_delay_s
         self._counters = counters
         self._rtt = rtt
         self._cc = congestion
+        self._pacer = pacer
+        self._urgent_bps = 0.0  # the pace queued deadline messages need; 0 when none waits
+        if pacer is not None:
+            pacer.set_rate(congestion.pacing_bps)
         self._max_datagram = config.max_datagram_bytes
         self._max_payload = config.max_datagram_bytes - DATA_OVERHEAD_BYTES
         self._next_id = [0] * len(config.channels)
@@ -244,7 +257,7 @@ class Sender:
 
     # -- queueing ----------------------------------------------------------------------------
 
-    def queue_message(self, channel: int, data: bytes, deadline: float | None) -> int:
+    def queue_message(self, channel: int, data: bytes, deadline: float | None, now: float) -> int:
         """Queue ``data`` for ``channel``; return its message id."""
         config = self._config
         if not 0 <= channel < len(config.channels):
@@ -275,6 +288,8 @@ class Sender:
         if not queue:
             self._active.append(channel)
         queue.append(message)
+        if deadline is not None and self._pacer is not None:
+            self._hurry(size, deadline, now)
         self.queued_bytes += size
         self._counters.messages_sent += 1
         if deadline is not None:
@@ -288,15 +303,49 @@ class Sender:
                     message.fec_next_end = 1
         return mid
 
-    def can_send_direct(self) -> bool:
-        """True when a new message may skip the queues: nothing waits and the window is open."""
+    def can_send_direct(self, now: float) -> bool:
+        """True when a new message may skip the queues: nothing waits, the window is open and
+        the pacer lets a packet go."""
         return not (
-            self._active
-            or self._repairs
-            or self._controls
-            or self._ping
-            or self.bytes_in_flight + self._max_datagram > self._cc.window_bytes
-        )
+            self._active or self._repairs or self._controls or self._ping
+        ) and self._may_send(now)
+
+    def _may_send(self, now: float) -> bool:
+        """The congestion window has room for a full packet and the pacer lets one go now."""
+        window = self._cc.window_bytes
+        if self._urgent_bps:
+            # A hurried message may have a round trip of its own pace in flight.
+            window = max(window, int(self._urgent_bps / 8 * (self._rtt.srtt_s + 0.01)))
+        if self.bytes_in_flight + self._max_datagram > window:
+            return False
+        pacer = self._pacer
+        if pacer is None:
+            return True
+        if self._urgent_bps and not (self._active or self._controls or self._repairs):
+            self._urgent_bps = 0.0  # every deadline message (and its parity) has left
+            pacer.set_rate(self._cc.pacing_bps)
+        return pacer.next_send_s(now, self._max_datagram) <= now
+
+    def _hurry(self, size: int, deadline: float, now: float) -> None:
+        """Pace fast enough that a message of ``size`` bytes queued now leaves in time for
+        ``deadline`` (URGENT_SHARE of what is left after half a round trip of flight)."""
+        assert self._pacer is not None
+        left = (deadline - now - self._rtt.srtt_s / 2) * URGENT_SHARE
+        need = 8.0 * size / max(left, MIN_URGENT_S)
+        if need > self._urgent_bps:
+            self._urgent_bps = need
+            base = self._cc.pacing_bps
+            if base is not None and need > base:
+                self._pacer.set_rate(need)
+
+    def on_link(self, signals: LinkSignals) -> None:
+        """Fresh delay and loss feedback for the congestion controller; the pacer follows."""
+        cc = self._cc
+        cc.on_link(signals)
+        pacer = self._pacer
+        if pacer is not None:
+            base = cc.pacing_bps
+            pacer.set_rate(base if base is None or self._urgent_bps <= base else self._urgent_bps)
 
     def send_direct(
         self,
@@ -360,8 +409,13 @@ class Sender:
     @property
     def target_bps(self) -> float | None:
         """The controller's target media bitrate, if it has one."""
-        target: float | None = getattr(self._cc, "target_bps", None)
-        return target
+        return self._cc.target_bps
+
+    @property
+    def pacing_bps(self) -> float | None:
+        """The rate the pacer releases packets at now (None: unpaced)."""
+        pacer = self._pacer
+        return None if pacer is None else pacer.rate_bps
 
     def queue_ping(self) -> None:
         self._ping = True
@@ -406,7 +460,7 @@ class Sender:
             parts.append(PING_BYTES)
             space -= 1
             eliciting = True
-        if self.bytes_in_flight + self._max_datagram <= self._cc.window_bytes:
+        if self._may_send(now):
             if self._controls:
                 controls = []
                 space = self._fill_controls(parts, controls, space, now)
@@ -444,7 +498,7 @@ class Sender:
             message.state != _PENDING
             or (message.deadline is not None and message.deadline <= now)  # general: expire
             or index + 1 >= message.pieces  # the last piece may be short: general path
-            or self.bytes_in_flight + self._max_datagram > self._cc.window_bytes
+            or not self._may_send(now)
         ):
             return None
         chunk = message.chunk
@@ -469,6 +523,8 @@ class Sender:
         """Remember an ack-eliciting packet until it is acknowledged or lost."""
         self._sent[pn] = _SentPacket(now, size, pieces, controls)
         self.bytes_in_flight += size
+        if self._pacer is not None:
+            self._pacer.on_sent(now, size)
         self.last_eliciting_at = now
         if self._rto_base is None:
             self._rto_base = now  # RFC 6298 §5.1
@@ -766,6 +822,16 @@ class Sender:
             for group in self._across.values():
                 if due is None or group.close_at < due:
                     due = group.close_at
+        pacer = self._pacer
+        if (
+            pacer is not None
+            and (self._active or self._repairs or self._controls)
+            and self.bytes_in_flight + self._max_datagram <= self._cc.window_bytes
+        ):
+            # Data waits for the pacer alone: wake when it lets the next packet go.
+            release = pacer.release_s(self._max_datagram)
+            if due is None or release < due:
+                due = release
         return due
 
     def handle_timer(self, now: float) -> None:

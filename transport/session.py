@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from transport import packet as pk
 from transport.acks import AckTracker
 from transport.config import SessionConfig
-from transport.congestion import NewReno
+from transport.congestion import CongestionController, LinkSignals, NewReno
 from transport.crypto import (
     TAG_BYTES,
     KeyPair,
@@ -35,8 +35,10 @@ from transport.crypto import (
 from transport.errors import DecodeError, UsageError
 from transport.estimator import LossTracker
 from transport.events import Closed, Connected, Event, LinkQualityChanged, Message
+from transport.gcc import GccConfig, GoogCC
 from transport.link import LinkEstimator
 from transport.nack import NackScheduler
+from transport.pacer import Pacer, PacerConfig
 from transport.parity import ParityDecoder
 from transport.reassembly import ACCEPTED, REFUSED, VIOLATION, Reassembler
 from transport.rtt import RttEstimator
@@ -114,6 +116,9 @@ ARRIVAL_INTERVAL_S = 0.001
 cost about 10 µs per record, so a bulk flow at 10 000 packets/s is sampled, not fed whole."""
 ARRIVALS_PER_FRAME = 16
 """Most records sent with one ACK (the newest; older ones are dropped): about 130 bytes."""
+RATE_FEED_S = 0.025
+"""Shortest interval between two rate-control updates (libwebrtc's transport feedback comes
+every 50-100 ms; ours comes with every ACK)."""
 _DATA_HEADER = pk.DATA_HEADER_BYTES
 _DATA_OVERHEAD = pk.DATA_OVERHEAD_BYTES
 _PN_UNPACK = struct.Struct("!Q").unpack_from
@@ -176,6 +181,8 @@ class Session:
         # containers themselves, never replaced: no call on the hot path when all are empty).
         self._recovery_watch: tuple[Collection[object], ...] = ((), (), ())
         self._link = LinkEstimator()
+        self._fresh_arrivals = False  # ARRIVALS came since rate control last heard
+        self._rate_fed_at = -math.inf
         self._peer_wants_arrivals = False
         self._arrivals: list[Arrival] = []  # records waiting for the next ACK
         self._arrival_at = -math.inf
@@ -270,9 +277,8 @@ class Session:
         if peer.idle_timeout_ms:
             self._idle_timeout_s = min(self._idle_timeout_s, peer.idle_timeout_ms / 1000)
         self._peer_wants_arrivals = bool(peer.features & pk.PARAM_WANTS_ARRIVALS)
-        congestion = NewReno(
-            config.max_datagram_bytes, config.initial_window_packets, config.min_window_packets
-        )
+        congestion = _controller(config)
+        pacing = congestion.pacing_bps is not None
         recovery = config.recovery and bool(peer.features & pk.PARAM_RECOVERY)
         self._sender = Sender(
             config,
@@ -282,6 +288,7 @@ class Session:
             peer.max_ack_delay_us / 1e6,
             nack=recovery and config.nack,
             fec=recovery and config.fec,
+            pacer=Pacer(PacerConfig(mss_bytes=config.max_datagram_bytes)) if pacing else None,
         )
         if recovery:
             self._recovering = True
@@ -340,7 +347,7 @@ class Session:
         sender = self._sender
         if (
             len(data) < self._direct_limit
-            and sender.can_send_direct()
+            and sender.can_send_direct(now)
             and self._close_request is None
         ):
             acks = self._acks
@@ -355,7 +362,7 @@ class Session:
                 ack_packet = sender.build(now, pn, ack, True)
                 if ack_packet is not None:
                     self._emit(pn, ack_packet, now)
-        return sender.queue_message(channel, data, deadline)
+        return sender.queue_message(channel, data, deadline, now)
 
     def close(self, now: float, reason: str = "closed", code: int = CloseCode.NORMAL) -> None:
         """Close gracefully: wait (bounded) for reliable data to be acknowledged, then send
@@ -416,7 +423,7 @@ class Session:
             send_queue_bytes=sender.queued_bytes if sender else 0,
             reassembly_bytes=self._reassembler.held_bytes,
             undelivered_bytes=self._reassembler.undelivered_bytes,
-            link=self._link.snapshot(now, rtt, loss),
+            link=self._link.snapshot(now, rtt, loss, None if sender is None else sender.target_bps),
         )
 
     # -- input -------------------------------------------------------------------------------
@@ -645,6 +652,8 @@ class Session:
             elif ftype is ArrivalsFrame:
                 if self.config.arrival_feedback:  # else we never asked: ignore them
                     self._link.on_arrivals(frame.packets)  # type: ignore[union-attr]
+                    self._fresh_arrivals = True
+                    feedback = True
                 continue
             elif ftype is CloseFrame:
                 self._on_peer_close(frame, now)  # type: ignore[arg-type]
@@ -686,12 +695,27 @@ class Session:
         sender = self._sender
         assert sender is not None
         link = self._link
+        if self._fresh_arrivals and now - self._rate_fed_at >= RATE_FEED_S:
+            self._fresh_arrivals = False
+            self._rate_fed_at = now
+            rtt = self._rtt
+            trend = link.trend
+            sender.on_link(
+                LinkSignals(
+                    now=now,
+                    trend=trend.state,
+                    queue_delay_s=trend.owd_s,
+                    loss_fraction=sender.loss.loss_pct / 100.0,
+                    rtt_s=rtt.srtt_s if rtt.samples else None,
+                    delivered_bps=link.delivered_bps,
+                )
+            )
         previous = link.quality
         changed = link.refresh(
             now, self._rtt, sender.loss, sender.acked_bytes, sender.acked_packets
         )
         if changed is not None:
-            snapshot = link.snapshot(now, self._rtt, sender.loss)
+            snapshot = link.snapshot(now, self._rtt, sender.loss, sender.target_bps)
             self._events.append(
                 LinkQualityChanged(quality=changed, previous=previous, link=snapshot)
             )
@@ -888,3 +912,21 @@ class Session:
 
 def _with_datagram(config: SessionConfig, max_datagram_bytes: int) -> SessionConfig:
     return replace(config, max_datagram_bytes=max_datagram_bytes)
+
+
+def _controller(config: SessionConfig) -> CongestionController:
+    """The congestion controller ``config.congestion`` names (or builds)."""
+    choice = config.congestion
+    if choice == "newreno":
+        return NewReno(
+            config.max_datagram_bytes, config.initial_window_packets, config.min_window_packets
+        )
+    if choice == "gcc":
+        return GoogCC(
+            GccConfig(
+                mss_bytes=config.max_datagram_bytes,
+                min_window_bytes=config.min_window_packets * config.max_datagram_bytes,
+            )
+        )
+    assert callable(choice)
+    return choice(config)

@@ -101,6 +101,9 @@ class LinkStats:
     """How long the class has held."""
     samples: int
     """ARRIVALS records the delay estimates are built from."""
+    target_mbps: float | None = None
+    """The rate controller's target bitrate for the application (None: the controller has
+    none, e.g. NewReno)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
