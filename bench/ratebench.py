@@ -30,7 +30,7 @@ from bench.impair import IPV4_UDP_OVERHEAD_BYTES, Impairment, LinkConfig, LinkPa
 from bench.scenarios import scenario
 from bench.simlink import SimNetwork
 from bench.traces import default_traces_dir, shared_traces
-from transport.config import RELIABLE
+from transport.config import RELIABLE, SessionConfig
 from transport.events import Message
 
 FPS = 30
@@ -102,8 +102,16 @@ class _Source:
         self.sent[mid] = self.net.now
 
 
-def _network(link: LinkPair, seed: int) -> SimNetwork:
-    net = SimNetwork(seed=seed, c2s=link.forward, s2c=link.reverse, start_s=_start_s(link))
+def _network(link: LinkPair, seed: int, adaptive: bool) -> SimNetwork:
+    """Adaptive runs use the delay-based controller (its target drives the source); fixed
+    runs the window-based default, which neither paces nor publishes a target."""
+    net = SimNetwork(
+        seed=seed,
+        config=SessionConfig(congestion="gcc" if adaptive else "newreno"),
+        c2s=link.forward,
+        s2c=link.reverse,
+        start_s=_start_s(link),
+    )
     net.connect()
     return net
 
@@ -143,7 +151,7 @@ def stream(
     switch: tuple[float, LinkConfig] | None = None,
 ) -> dict[str, Any]:
     """One run; returns frame latencies, link delays and target samples."""
-    net = _network(link, seed)
+    net = _network(link, seed, adaptive)
     watched = _watch(net)
     source = _Source(net, adaptive)
     t0 = net.now
@@ -189,6 +197,22 @@ def congested(seed: int, seconds: float = 35.0) -> dict[str, Any]:
         "frame_latency_ms_p95": _p([1e3 * x for x in run["latencies"]], 0.95),
         "frames_delivered_pct": 100 * len(run["latencies"]) / max(1, run["frames_sent"]),
         "target_mbps_mean": _mean_target(run["targets"], WARMUP_S, seconds),
+        "timeline": _timeline(run, base),
+    }
+
+
+def _timeline(run: dict[str, Any], base_s: float) -> dict[str, list[Any]]:
+    """Target (Mbit/s) per frame, and the link's queueing delay (ms) per datagram, thinned to
+    one in five (for the plot)."""
+    t0 = run["t0"]
+    return {
+        "target": [
+            (round(t, 3), None if v is None else round(v / 1e6, 3)) for t, v in run["targets"]
+        ],
+        "queue_ms": [
+            (round(entry - t0, 3), round(1e3 * (delay - base_s), 2))
+            for entry, delay, _ in run["link"][::5]
+        ],
     }
 
 
@@ -214,9 +238,8 @@ def drop(
         "target_mbps_before": _mean_target(run["targets"], at_s - 3.0, at_s),
         "seconds_to_below": None if not below else below[0] - at_s,
         "limit_mbps": limit / 1e6,
-        "targets": [
-            (round(t, 3), None if v is None else round(v / 1e6, 3)) for t, v in run["targets"]
-        ],
+        "at_s": at_s,
+        "timeline": _timeline(run, min(d for _, d, _ in run["link"])),
     }
 
 
@@ -232,9 +255,11 @@ def cellular_traces(traces_dir: Path | None = None) -> list[str]:
     ]
 
 
-def trace_row(name: str, seed: int, seconds: float) -> dict[str, Any]:
+def trace_row(
+    name: str, seed: int, seconds: float, traces_dir: Path | None = None
+) -> dict[str, Any]:
     """Adaptive and fixed on one trace: p95 frame latency and frames delivered."""
-    found = scenario(name)
+    found = scenario(name, traces_dir)
     row: dict[str, Any] = {"trace": name.removeprefix("trace/")}
     for mode, adaptive in (("adaptive", True), ("fixed", False)):
         run = stream(found.link, seconds, adaptive, seed)
@@ -265,10 +290,74 @@ def run(
     rows = []
     for i, name in enumerate(names, 1):
         say(f"rate: trace {i}/{len(names)} {name}")
-        rows.append(trace_row(name, seed, seconds))
+        rows.append(trace_row(name, seed, seconds, traces_dir))
     result["traces"] = rows
     result["trace_seconds"] = seconds
+    result["checks"] = checks(result)
+    result["passed"] = all(c["passed"] for c in result["checks"])
     return result
+
+
+def checks(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, each with what was measured and whether it holds."""
+    c, d = result["congested"], result["drop"]
+    below = d["seconds_to_below"]
+    return [
+        {
+            "name": "congested-5mbps utilisation",
+            "measured": c["utilisation"],
+            "target": ">= 0.80",
+            "passed": c["utilisation"] >= 0.80,
+        },
+        {
+            "name": "congested-5mbps queueing delay p95 (ms)",
+            "measured": c["queue_delay_ms_p95"],
+            "target": "<= 50",
+            "passed": c["queue_delay_ms_p95"] is not None and c["queue_delay_ms_p95"] <= 50.0,
+        },
+        {
+            "name": f"{d['check']}: seconds until target < {d['limit_mbps']:g} Mbit/s",
+            "measured": below,
+            "target": "<= 1.0",
+            "passed": below is not None and below <= 1.0,
+        },
+    ]
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Target and queueing delay over time, for the congested link and the capacity drop."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = (
+        ("congested-5mbps (5 Mbit/s, 50-packet queue)", result["congested"], None),
+        (result["drop"]["check"], result["drop"], result["drop"]["at_s"]),
+    )
+    fig, axes = plt.subplots(len(runs), 1, figsize=(9, 5.6), squeeze=False)
+    for ax, (title, run, at_s) in zip(axes[:, 0], runs, strict=True):
+        timeline = run["timeline"]
+        ts = [t for t, _ in timeline["target"]]
+        ax.plot(ts, [math.nan if v is None else v for _, v in timeline["target"]], label="target")
+        ax.set_ylabel("Mbit/s")
+        ax.set_xlabel("s")
+        if at_s is not None:
+            ax.axvline(at_s, color="grey", linestyle=":", label="capacity drop")
+        queue = ax.twinx()
+        queue.plot(
+            [t for t, _ in timeline["queue_ms"]],
+            [q for _, q in timeline["queue_ms"]],
+            color="tab:red",
+            linewidth=0.6,
+            alpha=0.6,
+        )
+        queue.set_ylabel("queueing delay ms", color="tab:red")
+        ax.set_title(title, fontsize=9)
+        ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def summary(result: dict[str, Any]) -> list[str]:

@@ -313,6 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the link estimate (stats().link) on the simulated link: accuracy, "
         "reaction time of the quality class, stability, spike detection",
     )
+    bench.add_argument(
+        "--rate",
+        action="store_true",
+        help="check rate control on the simulated link: congested-5mbps utilisation and "
+        "queueing, a capacity drop, adaptive vs fixed 5 Mbit/s on the cellular traces",
+    )
     output_flags(bench, child=False)
     bench.set_defaults(run=_cmd_bench)
 
@@ -545,6 +551,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return _cmd_bench_fidelity(args)
     if args.link:
         return _cmd_bench_link(args)
+    if args.rate:
+        return _cmd_bench_rate(args)
     if args.list or args.scenarios or args.trace:
         return _cmd_bench_scenarios(args)
 
@@ -576,6 +584,42 @@ def _cmd_bench_link(args: argparse.Namespace) -> int:
     failed = [c["name"] for c in result["checks"] if not c["passed"]]
     if failed:
         raise CommandError(f"link: {len(failed)} check(s) failed: {failed[0]}")
+    return EXIT_OK
+
+
+def _traces_dir(args: argparse.Namespace) -> Path | None:
+    """``--traces DIR`` (which must exist), or None for the default folder."""
+    if not args.traces:
+        return None
+    traces = Path(args.traces)
+    if not traces.is_dir():
+        raise CommandError(f"traces folder {args.traces} is missing", exit_code=EXIT_USAGE)
+    return traces
+
+
+def _cmd_bench_rate(args: argparse.Namespace) -> int:
+    from bench import ratebench
+
+    say = _bench_say(args.quiet)
+    traces = _traces_dir(args)
+    result = ratebench.run(args.seed, args.quick, traces, say)
+    if not result["traces"]:
+        say(
+            "rate: no shared traces folder (../shared/traces; pass --traces DIR): "
+            "the cellular rows are skipped"
+        )
+    out = Path(args.out) if args.out else Path("bench-results")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "rate.json").write_text(json.dumps(result, indent=2) + "\n")
+    ratebench.plot(result, out / "rate.png")
+    if args.json:
+        emit_json({k: v for k, v in result.items() if k not in ("congested", "drop")})
+    else:
+        sys.stdout.write("\n".join(ratebench.summary(result)) + "\n")
+    say(f"wrote {out}/rate.json and {out}/rate.png")
+    failed = [c["name"] for c in result["checks"] if not c["passed"]]
+    if failed:
+        raise CommandError(f"rate: {len(failed)} check(s) failed: {failed[0]}")
     return EXIT_OK
 
 
@@ -631,9 +675,7 @@ def _cmd_bench_scenarios(args: argparse.Namespace) -> int:
     from bench import report, suite
     from bench.scenarios import catalogue, file_trace_scenario, scenario
 
-    traces = Path(args.traces) if args.traces else None
-    if args.traces and not traces.is_dir():  # type: ignore[union-attr]
-        raise CommandError(f"traces folder {args.traces} is missing", exit_code=EXIT_USAGE)
+    traces = _traces_dir(args)
     if args.list:
         scenarios = catalogue(traces)
         if traces is None and not any(s.name.startswith("trace/") for s in scenarios):
