@@ -1,6 +1,7 @@
 """Loss recovery within deadlines, measured (issue 4): NACK repair (ARQ), parity (FEC), both.
 
-``python -m bench.recovery [--quick] [--json] [--out FILE] [--default-window]``
+``python -m bench.recovery [--quick] [--json] [--out FILE] [--default-window]
+[--congestion newreno|gcc]``
 
 Workloads, client to server on the unreliable channel, over the simulated link with a 20 ms
 round trip (10 ms each way, the same loss both ways):
@@ -103,9 +104,10 @@ def run(
     *,
     seed: int = SEED,
     default_window: bool = False,
+    congestion: str = "newreno",
 ) -> dict[str, Any]:
     """One row: ``workload`` over ``link`` with recovery ``mode``."""
-    config = MODES[mode]
+    config = replace(MODES[mode], congestion=congestion)
     if not default_window:
         config = replace(
             config, initial_window_packets=WINDOW_PACKETS, min_window_packets=WINDOW_PACKETS
@@ -163,6 +165,7 @@ def run_all(
     workloads: Sequence[str] = tuple(WORKLOADS),
     links: Sequence[str] = tuple(LINKS),
     default_window: bool = False,
+    congestion: str = "newreno",
     say: Callable[[str], None] = lambda _: None,
 ) -> list[dict[str, Any]]:
     rows = []
@@ -176,6 +179,7 @@ def run_all(
                     mode,
                     duration_s,
                     default_window=default_window,
+                    congestion=congestion,
                 )
                 row["link"] = link_name
                 if mode == "none":
@@ -216,6 +220,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="keep the default congestion window (NewReno halving on random loss)",
     )
+    parser.add_argument(
+        "--congestion",
+        choices=("newreno", "gcc"),
+        default="newreno",
+        help="the congestion controller (gcc: paced, a deadline hurries the pacer)",
+    )
     args = parser.parse_args(argv)
     duration_s = 10.0 if args.quick else 30.0
     table = sys.stderr if args.json else sys.stdout
@@ -225,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workloads=args.workload or tuple(WORKLOADS),
         links=args.link or tuple(LINKS),
         default_window=args.default_window,
+        congestion=args.congestion,
         say=lambda line: print(line, file=table, flush=True),
     )
     result = {
@@ -232,6 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seed": SEED,
         "rtt_ms": 2 * DELAY_S * 1e3,
         "default_window": args.default_window,
+        "congestion": args.congestion,
         "rows": rows,
     }
     text = json.dumps(result, indent=1) + "\n"
