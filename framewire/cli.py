@@ -572,18 +572,34 @@ def _cmd_bench_link(args: argparse.Namespace) -> int:
 
     say = _bench_say(args.quiet)
     result = linkbench.run(args.seed, args.quick, say)
+    return _finish_checks(
+        args, "link", result, linkbench.plot, "link-reaction.png", linkbench.table, ("timelines",)
+    )
+
+
+def _finish_checks(
+    args: argparse.Namespace,
+    name: str,
+    result: dict[str, Any],
+    plot: Callable[[dict[str, Any], Path], None],
+    png: str,
+    table: Callable[[dict[str, Any]], list[str]],
+    bulky: tuple[str, ...],
+) -> int:
+    """Write ``NAME.json`` and the plot under ``--out``, print the JSON (without the
+    ``bulky`` keys) or the table, and fail when a check failed."""
     out = Path(args.out) if args.out else Path("bench-results")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "link.json").write_text(json.dumps(result, indent=2) + "\n")
-    linkbench.plot(result, out / "link-reaction.png")
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, out / png)
     if args.json:
-        emit_json({k: v for k, v in result.items() if k != "timelines"})
+        emit_json({k: v for k, v in result.items() if k not in bulky})
     else:
-        sys.stdout.write("\n".join(linkbench.table(result)) + "\n")
-    say(f"wrote {out}/link.json and {out}/link-reaction.png")
+        sys.stdout.write("\n".join(table(result)) + "\n")
+    _bench_say(args.quiet)(f"wrote {out}/{name}.json and {out}/{png}")
     failed = [c["name"] for c in result["checks"] if not c["passed"]]
     if failed:
-        raise CommandError(f"link: {len(failed)} check(s) failed: {failed[0]}")
+        raise CommandError(f"{name}: {len(failed)} check(s) failed: {failed[0]}")
     return EXIT_OK
 
 
@@ -608,19 +624,9 @@ def _cmd_bench_rate(args: argparse.Namespace) -> int:
             "rate: no shared traces folder (../shared/traces; pass --traces DIR): "
             "the cellular rows are skipped"
         )
-    out = Path(args.out) if args.out else Path("bench-results")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "rate.json").write_text(json.dumps(result, indent=2) + "\n")
-    ratebench.plot(result, out / "rate.png")
-    if args.json:
-        emit_json({k: v for k, v in result.items() if k not in ("congested", "drop")})
-    else:
-        sys.stdout.write("\n".join(ratebench.summary(result)) + "\n")
-    say(f"wrote {out}/rate.json and {out}/rate.png")
-    failed = [c["name"] for c in result["checks"] if not c["passed"]]
-    if failed:
-        raise CommandError(f"rate: {len(failed)} check(s) failed: {failed[0]}")
-    return EXIT_OK
+    return _finish_checks(
+        args, "rate", result, ratebench.plot, "rate.png", ratebench.summary, ("congested", "drop")
+    )
 
 
 def _cmd_bench_fidelity(args: argparse.Namespace) -> int:

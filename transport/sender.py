@@ -202,8 +202,7 @@ class Sender:
         self._cc = congestion
         self._pacer = pacer
         self._urgent_bps = 0.0  # the pace queued deadline messages need; 0 when none waits
-        if pacer is not None:
-            pacer.set_rate(congestion.pacing_bps)
+        self._pace()
         self._max_datagram = config.max_datagram_bytes
         self._max_payload = config.max_datagram_bytes - DATA_OVERHEAD_BYTES
         self._next_id = [0] * len(config.channels)
@@ -323,7 +322,7 @@ class Sender:
             return True
         if self._urgent_bps and not (self._active or self._controls or self._repairs):
             self._urgent_bps = 0.0  # every deadline message (and its parity) has left
-            pacer.set_rate(self._cc.pacing_bps)
+            self._pace()
         return pacer.next_send_s(now, self._max_datagram) <= now
 
     def _hurry(self, size: int, deadline: float, now: float) -> None:
@@ -334,18 +333,20 @@ class Sender:
         need = 8.0 * size / max(left, MIN_URGENT_S)
         if need > self._urgent_bps:
             self._urgent_bps = need
-            base = self._cc.pacing_bps
-            if base is not None and need > base:
-                self._pacer.set_rate(need)
+            self._pace()
 
     def on_link(self, signals: LinkSignals) -> None:
         """Fresh delay and loss feedback for the congestion controller; the pacer follows."""
-        cc = self._cc
-        cc.on_link(signals)
+        self._cc.on_link(signals)
+        self._pace()
+
+    def _pace(self) -> None:
+        """Set the pacer to the controller's rate, or to what waiting deadlines need if that
+        is faster (an unpaced controller stays unpaced)."""
         pacer = self._pacer
         if pacer is not None:
-            base = cc.pacing_bps
-            pacer.set_rate(base if base is None or self._urgent_bps <= base else self._urgent_bps)
+            base = self._cc.pacing_bps
+            pacer.set_rate(base if base is None else max(base, self._urgent_bps))
 
     def send_direct(
         self,
