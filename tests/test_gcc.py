@@ -257,15 +257,18 @@ def signals(
     delivered_bps: float | None = None,
     loss: float = 0.0,
     rtt_s: float | None = 0.05,
+    min_rtt_s: float | None = None,
+    queue_delay_s: float = 0.0,
 ) -> LinkSignals:
     assert trend in ("rising", "steady", "falling")
     return LinkSignals(
         now=now,
         trend=trend,  # type: ignore[arg-type]
-        queue_delay_s=0.0,
+        queue_delay_s=queue_delay_s,
         loss_fraction=loss,
         rtt_s=rtt_s,
         delivered_bps=delivered_bps,
+        min_rtt_s=min_rtt_s,
     )
 
 
@@ -341,6 +344,23 @@ def test_overuse_without_a_delivered_rate_halves_at_most_every_200ms() -> None:
     assert cc.target_bps == 2e6
     cc.on_link(signals(0.2, "rising"))
     assert cc.target_bps == 1e6
+
+
+def test_a_deep_queue_with_little_getting_through_backs_off_before_the_detector_speaks() -> None:
+    """A link that carries 40 kbit/s while we send 1 Mbit/s: the trendline needs 20 groups
+    before it says "rising", a few seconds at such packet rates; the backstop does not wait."""
+    cc = GoogCC(GccConfig(start_bps=1e6))
+    cc.on_link(signals(0.0, "steady", delivered_bps=40e3, queue_delay_s=0.1))
+    assert cc.target_bps == 1e6  # the queue is still short: no verdict yet
+    cc.on_link(signals(0.5, "steady", delivered_bps=40e3, queue_delay_s=0.4))
+    assert cc.target_bps == 100e3  # 0.85 x 40 kbit/s, clamped to min_bps
+    assert cc.state == "decrease" and not cc.in_startup
+
+
+def test_a_deep_queue_alone_does_not_back_off_while_the_link_delivers() -> None:
+    cc = GoogCC(GccConfig(start_bps=1e6))
+    cc.on_link(signals(0.0, "steady", delivered_bps=0.9e6, queue_delay_s=0.4))
+    assert cc.target_bps >= 1e6
 
 
 def test_underuse_holds() -> None:
@@ -448,6 +468,22 @@ def test_window_follows_target_and_rtt() -> None:
     assert cc.window_bytes == int(2 * 1e6 * 0.4 / 8)
 
 
+def test_window_follows_the_path_rtt_not_a_standing_queue() -> None:
+    """A queue that has grown the smoothed RTT to 5 s must not widen the window: the window
+    is sized by the smallest RTT seen (the path without queues), so a link that has slowed
+    to a trickle holds a few packets, not seconds of them."""
+    cc = GoogCC(GccConfig(start_bps=8e6, min_window_bytes=12_000))
+    cc.on_link(signals(0.0, "falling", rtt_s=5.0, min_rtt_s=0.05))
+    assert cc.window_bytes == int(2 * 8e6 * 0.15 / 8)
+    cc.on_timeout(1.0)
+    cc.on_timeout(2.0)
+    cc.on_timeout(3.0)
+    cc.on_timeout(4.0)
+    cc.on_timeout(5.0)
+    cc.on_timeout(6.0)
+    assert cc.window_bytes == 12_000  # 2 x 125 kbit/s x 0.15 s / 8 is below the floor
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -466,6 +502,7 @@ def test_window_follows_target_and_rtt() -> None:
         {"loss_smoothing_s": math.nan},
         {"pacing_factor": 0.9},
         {"window_rtt_gain": 0},
+        {"overload_queue_s": 0},
         {"mss_bytes": 0},
         {"min_window_bytes": 100},
         {"initial_rtt_s": 0},

@@ -110,6 +110,55 @@ def test_a_deadline_hurries_the_pacer() -> None:
     assert not net.late("server")
 
 
+def test_a_hurry_ends_with_its_deadline() -> None:
+    """A 20 KB message with a 60 ms deadline hurries the pacer (about 13 Mbit/s); a 150 KB
+    message without one, queued with it, goes back to the controller's pace once that
+    deadline has passed (0.46 s in all) instead of riding the hurry to its end (0.11 s)."""
+    net = SimNetwork(seed=3, config=GCC, c2s=LinkConfig(delay_s=0.01), capture=True)
+    net.connect()
+    net.run_for(0.5)  # an RTT sample
+    at = net.now
+    net.client.send(bytes(150_000), channel=RELIABLE, now=net.now)
+    net.client.send(bytes(20_000), channel=UNRELIABLE, deadline_s=0.06, now=net.now)
+    net.run_for(2.0)
+    times = _data_times(net, at)
+    assert len(times) >= 140
+    assert sum(1 for t in times if t - at < 0.03) >= 30  # hurried at first
+    assert times[-1] - at > 0.3  # then paced at the controller's rate
+
+
+def test_a_link_slower_than_the_lowest_target_keeps_a_bounded_queue() -> None:
+    """40 kbit/s, below the 100 kbit/s floor of the target, behind a 300-packet buffer: the
+    controller backs off within two seconds although the delay detector has too few packets
+    to speak, and the in-flight cap, sized by the path's RTT rather than the queue-inflated
+    smoothed RTT, keeps the bottleneck queue to seconds rather than a minute."""
+    net = SimNetwork(
+        seed=5, config=GCC, c2s=LinkConfig(delay_s=0.02, rate_bps=40e3, queue_packets=300)
+    )
+    net.connect()
+    delays: list[tuple[float, float]] = []
+    link = net.links["c2s"]
+    inner = link.impairment
+
+    class Watched:
+        def deliveries(self, size: int, now: float) -> list[float]:
+            out = inner.deliveries(size, now)
+            if out:
+                delays.append((now, min(out) - now))
+            return out
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(inner, name)
+
+    link.impairment = Watched()  # type: ignore[assignment]
+    t0 = net.now
+    _adaptive_source(net, 2.5)
+    assert net.client.target_bitrate_bps == pytest.approx(100e3)
+    _adaptive_source(net, 17.5)
+    late = sorted(d for t, d in delays if t > t0 + 10)
+    assert late and late[int(0.95 * len(late))] < 6.0  # 64 s with the srtt-sized window
+
+
 def test_newreno_has_no_target_and_no_pacing() -> None:
     net = SimNetwork(
         seed=3,

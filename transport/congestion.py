@@ -27,6 +27,8 @@ class LinkSignals:
     delivered_bps: float | None
     """What the receiver actually received over roughly the last 0.5 s (libwebrtc's
     acknowledged bitrate); None while not known yet."""
+    min_rtt_s: float | None = None
+    """The smallest round trip measured (RFC 9002 ``min_rtt``): the path without queues."""
 
 
 class CongestionController(Protocol):

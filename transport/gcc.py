@@ -33,6 +33,15 @@ Deviations from libwebrtc, on purpose:
    signals come every 50 ms or so over an overlapping window of a few hundred packets at
    most, and with the 2-10 % hold a back-off that noise triggers is never taken back while the
    loss stays above 2 %: 5 % random loss would ratchet the rate down.
+5. Overload backstop. The trendline detector gives no verdict until it holds 20 send-time
+   groups; on a link that carries a few packets a second (a cellular dead zone) that takes
+   many seconds while the queue grows by the difference. When the standing queue exceeds
+   ``overload_queue_s`` and the receiver gets less than half the delay-based estimate, the
+   controller backs off as on overuse, whatever the detector says. libwebrtc's probes and
+   its congestion-window pushback cover this case.
+6. The in-flight cap is sized by the smallest RTT seen (RFC 9002 ``min_rtt``), as
+   libwebrtc's congestion window uses the minimum of recent feedback RTTs: a smoothed RTT that
+   a standing queue has inflated would let the window, and so the queue, grow further.
 """
 
 from __future__ import annotations
@@ -87,8 +96,12 @@ class GccConfig:
     the capacity, faster pacing only moves the sender's queue into the bottleneck, where the
     delay detector sees it and other flows share it. 1.0 is too slow: every frame then takes a
     whole frame interval to leave."""
+    overload_queue_s: float = 0.25
+    """Standing queue above which a delivered rate under half the estimate backs off without
+    waiting for the delay detector (deviation 5)."""
     window_rtt_gain: float = 2.0
-    """The in-flight cap is this x target x (RTT + 100 ms): a safety net, not the limit."""
+    """The in-flight cap is this x target x (min RTT + 100 ms): a safety net, not the
+    limit (deviation 6)."""
     min_window_bytes: int = 16 * 1200
     mss_bytes: int = 1200
     """Packet size assumed by the near-capacity additive increase (kPacketSize)."""
@@ -117,6 +130,8 @@ class GccConfig:
             raise ValueError("loss_smoothing_s must be finite and >= 0")
         if not (math.isfinite(self.pacing_factor) and self.pacing_factor >= 1):
             raise ValueError("pacing_factor must be finite and >= 1")
+        if not (math.isfinite(self.overload_queue_s) and self.overload_queue_s > 0):
+            raise ValueError("overload_queue_s must be finite and > 0")
         if not (math.isfinite(self.window_rtt_gain) and self.window_rtt_gain > 0):
             raise ValueError("window_rtt_gain must be finite and > 0")
         if self.mss_bytes < 1 or self.min_window_bytes < self.mss_bytes:
@@ -183,6 +198,7 @@ class GoogCC:
         "_last_loss_decrease_s",
         "_loss",
         "_loss_bps",
+        "_min_rtt_s",
         "_pacing_bps",
         "_rtt_s",
         "_startup",
@@ -198,6 +214,7 @@ class GoogCC:
         self._loss_bps = config.start_bps
         self._capacity = _LinkCapacity()
         self._rtt_s = config.initial_rtt_s
+        self._min_rtt_s: float | None = None
         # Latest delivered rate; libwebrtc starts its "latest estimated throughput" at the
         # start rate, which caps the first increases at 1.5 x start + 10 kbit/s.
         self._delivered_bps = config.start_bps
@@ -230,7 +247,7 @@ class GoogCC:
     @property
     def window_bytes(self) -> int:
         """Safety cap on bytes in flight: ``max(min_window_bytes, window_rtt_gain x target x
-        (srtt + 100 ms) / 8)``."""
+        (min RTT + 100 ms) / 8)``; the smoothed RTT until a minimum is known."""
         return self._window_bytes
 
     @property
@@ -285,6 +302,8 @@ class GoogCC:
         now = signals.now
         if signals.rtt_s is not None and signals.rtt_s > 0:
             self._rtt_s = signals.rtt_s
+        if signals.min_rtt_s is not None and signals.min_rtt_s > 0:
+            self._min_rtt_s = signals.min_rtt_s
         tau, last = self._config.loss_smoothing_s, self._last_link_s
         if tau == 0:
             self._loss = signals.loss_fraction
@@ -302,7 +321,12 @@ class GoogCC:
         delivered = signals.delivered_bps
         if delivered is not None:
             self._delivered_bps = delivered
-        if signals.trend == "rising":
+        overloaded = (
+            delivered is not None
+            and signals.queue_delay_s > self._config.overload_queue_s
+            and delivered < 0.5 * self._delay_bps
+        )
+        if signals.trend == "rising" or overloaded:
             # delay_based_bwe.cc MaybeUpdateEstimate: on overuse, back off only if it is time
             # to reduce further; with no delivered rate yet, halve at most every 200 ms.
             if delivered is not None:
@@ -413,7 +437,8 @@ class GoogCC:
         target = min(max(min(self._delay_bps, self._loss_bps), config.min_bps), config.max_bps)
         self._target_bps = target
         self._pacing_bps = target * config.pacing_factor
-        window = config.window_rtt_gain * target * (self._rtt_s + 0.100) / 8
+        base_rtt = self._rtt_s if self._min_rtt_s is None else self._min_rtt_s
+        window = config.window_rtt_gain * target * (base_rtt + 0.100) / 8
         self._window_bytes = max(config.min_window_bytes, int(window))
 
 

@@ -708,6 +708,7 @@ class Session:
                     loss_fraction=sender.loss.loss_pct / 100.0,
                     rtt_s=rtt.srtt_s if rtt.samples else None,
                     delivered_bps=link.delivered_bps,
+                    min_rtt_s=rtt.min_s if rtt.samples else None,
                 )
             )
         previous = link.quality
