@@ -111,6 +111,7 @@ def _network(link: LinkPair, seed: int, adaptive: bool) -> SimNetwork:
         c2s=link.forward,
         s2c=link.reverse,
         start_s=_start_s(link),
+        max_steps=50_000_000,  # 60 s of a fast 5G trace is a few million packets
     )
     net.connect()
     return net

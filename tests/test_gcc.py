@@ -372,7 +372,8 @@ def test_underuse_holds() -> None:
 
 def test_increase_is_multiplicative_without_a_capacity_estimate() -> None:
     cc = overused()
-    cc.on_timeout(2.0)  # forgets the capacity estimate
+    cc.on_timeout(2.0)
+    cc.on_timeout(2.0)  # two in a row: forgets the capacity estimate
     assert cc.link_capacity_bps is None and not cc.in_startup
     start = cc.target_bps
     feed(cc, 2.05, 3.05)  # the first steady signal only enters "increase"
@@ -439,14 +440,40 @@ def test_single_losses_and_acks_do_not_move_the_rate() -> None:
     assert (cc.target_bps, cc.window_bytes) == before
 
 
-def test_timeout_halves_the_target_and_ends_the_fast_start() -> None:
+def test_a_second_timeout_in_a_row_halves_the_target_and_ends_the_fast_start() -> None:
     cc = GoogCC(GccConfig(start_bps=1e6, min_bps=600e3))
     cc.on_timeout(1.0)
+    assert cc.target_bps == 1e6 and cc.in_startup  # one: most likely a lost tail packet
+    cc.on_timeout(2.0)
     assert cc.target_bps == 600e3  # not below min_bps
     assert not cc.in_startup and cc.state == "hold" and cc.link_capacity_bps is None
     cc = GoogCC(GccConfig(start_bps=4e6))
     cc.on_timeout(1.0)
+    cc.on_timeout(2.0)
     assert cc.target_bps == 2e6
+    cc.on_timeout(3.0)
+    assert cc.target_bps == 1e6
+
+
+def test_a_timeout_that_finds_many_packets_lost_is_a_stall_and_halves_at_once() -> None:
+    cc = GoogCC(GccConfig(start_bps=4e6))
+    for i in range(3):
+        cc.on_lost(1200, 0.9, 1.0 + i / 1000)
+    cc.on_timeout(1.0)
+    assert cc.target_bps == 4e6  # three packets: could be a burst's lost tail
+    cc.on_acked(1200, 1.0, 1.1)
+    for i in range(4):
+        cc.on_lost(1200, 1.9, 2.0 + i / 1000)
+    cc.on_timeout(2.0)
+    assert cc.target_bps == 2e6 and not cc.in_startup
+
+
+def test_an_acknowledgement_between_timeouts_means_no_persistent_congestion() -> None:
+    cc = GoogCC(GccConfig(start_bps=4e6))
+    for t in (1.0, 2.0, 3.0):
+        cc.on_timeout(t)
+        cc.on_acked(1200, t, t + 0.1)
+    assert cc.target_bps == 4e6 and cc.in_startup
 
 
 def test_target_is_clamped_to_the_configured_range() -> None:
@@ -462,9 +489,8 @@ def test_window_follows_target_and_rtt() -> None:
     cc = GoogCC(GccConfig(start_bps=8e6, min_window_bytes=12_000))
     cc.on_link(signals(0.0, "falling", rtt_s=0.3))
     assert cc.window_bytes == int(2 * 8e6 * 0.4 / 8)
-    cc.on_timeout(1.0)
-    cc.on_timeout(2.0)
-    cc.on_timeout(3.0)
+    for t in (1.0, 2.0, 3.0, 4.0):  # halves three times: 1 Mbit/s
+        cc.on_timeout(t)
     assert cc.window_bytes == int(2 * 1e6 * 0.4 / 8)
 
 
@@ -503,6 +529,7 @@ def test_window_follows_the_path_rtt_not_a_standing_queue() -> None:
         {"pacing_factor": 0.9},
         {"window_rtt_gain": 0},
         {"overload_queue_s": 0},
+        {"stall_packets": 0},
         {"mss_bytes": 0},
         {"min_window_bytes": 100},
         {"initial_rtt_s": 0},

@@ -9,6 +9,7 @@ from bench.impair import LinkConfig
 from bench.simlink import SimNetwork
 from transport.config import RELIABLE, UNRELIABLE, SessionConfig
 from transport.congestion import CongestionController, LinkSignals, NewReno
+from transport.events import Message
 
 FPS = 30
 GCC = SessionConfig(congestion="gcc")
@@ -157,6 +158,24 @@ def test_a_link_slower_than_the_lowest_target_keeps_a_bounded_queue() -> None:
     _adaptive_source(net, 17.5)
     late = sorted(d for t, d in delays if t > t0 + 10)
     assert late and late[int(0.95 * len(late))] < 6.0  # 64 s with the srtt-sized window
+
+
+def test_a_message_expiring_at_the_pacer_sends_its_abandon_at_once() -> None:
+    """A reliable 150 KB message whose 150 ms deadline passes while the pacer spreads it (a
+    400 ms RTT: too late to hurry). When the pacer next lets a packet go, the head of the
+    queue expires and queues an ABANDON, and that packet must carry it; the sender once built
+    nothing there and stayed due forever (the simulator raises SimulationStuck on that)."""
+    net = SimNetwork(seed=3, config=GCC, c2s=LinkConfig(delay_s=0.2), s2c=LinkConfig(delay_s=0.2))
+    net.connect()
+    net.run_for(1.0)  # RTT samples: 400 ms
+    net.client.send(bytes(150_000), channel=RELIABLE, deadline_s=0.15, now=net.now)
+    net.run_for(2.0)
+    assert net.client.stats(net.now).messages_expired == 1
+    after = net.client.send(b"next", channel=RELIABLE, now=net.now)
+    net.run_for(1.0)  # delivered: the ABANDON let the receiver skip the expired id
+    assert any(
+        isinstance(event, Message) and event.message_id == after for _, event in net.server_log
+    )
 
 
 def test_newreno_has_no_target_and_no_pacing() -> None:

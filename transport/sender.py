@@ -532,6 +532,12 @@ class Sender:
                     active.rotate(-1)
                 else:
                     active.popleft()
+            if self._controls:
+                # Messages that expired while filling queued their ABANDONs: send them now,
+                # or the packet may go out empty while a control waits for the next one.
+                if controls is None:
+                    controls = []
+                space = self._fill_controls(parts, controls, space, now)
         if len(parts) > (ack is not None) + eliciting:
             eliciting = True  # pieces or controls went in
         elif not eliciting and not (ack is not None and ack_due):
