@@ -1,7 +1,7 @@
 """Loss recovery within deadlines, measured (issue 4): NACK repair (ARQ), parity (FEC), both.
 
 ``python -m bench.recovery [--quick] [--json] [--out FILE] [--default-window]
-[--congestion newreno|gcc]``
+[--congestion newreno|gcc] [--relay]``
 
 Workloads, client to server on the unreliable channel, over the simulated link with a 20 ms
 round trip (10 ms each way, the same loss both ways):
@@ -18,6 +18,10 @@ only), ``both``. Per row: the share of messages delivered whole before their dea
 directions, against ``none`` on the same link and seed), repairs sent, NACK frames, parity
 frames sent and pieces rebuilt from parity.
 
+``--relay`` runs the same rows over real sockets on loopback, through an impairment relay
+process (``python -m bench.relay``) that applies the same link; times are this machine's
+monotonic clock, and the overhead counts the bytes both sessions sent.
+
 Congestion control is taken out of the picture by default (``min_window_packets`` =
 ``initial_window_packets`` = 512): NewReno halves its window on every random loss, and a 60
 KB keyframe then takes several round trips to leave, whatever recovery does. That is the
@@ -28,15 +32,19 @@ show it.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import random
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import transport
 from bench.impair import GilbertElliott, LinkConfig
+from bench.relay import RelayProcess
 from bench.simlink import SimNetwork
 from transport.config import UNRELIABLE, SessionConfig
 from transport.events import Message
@@ -46,6 +54,15 @@ WARMUP_S = 0.5
 DRAIN_S = 0.5
 SEED = 4
 WINDOW_PACKETS = 512
+
+RELAY_OPTIONS: dict[str, tuple[str, ...]] = {
+    "random 1%": ("--delay-ms", "10", "--loss-pct", "1"),
+    "random 5%": ("--delay-ms", "10", "--loss-pct", "5"),
+    "random 10%": ("--delay-ms", "10", "--loss-pct", "10"),
+    "burst 5% x3": ("--delay-ms", "10", "--burst", "5/3"),
+}
+"""The relay's options for each link of LINKS (the same model, in a separate process)."""
+CONNECT_TIMEOUT_S = 10.0
 
 LINKS: dict[str, LinkConfig] = {
     "random 1%": LinkConfig(delay_s=DELAY_S, loss=0.01),
@@ -96,6 +113,15 @@ WORKLOADS = {
 }
 
 
+def _config(mode: str, congestion: str, default_window: bool) -> SessionConfig:
+    config = replace(MODES[mode], congestion=congestion)
+    if not default_window:
+        config = replace(
+            config, initial_window_packets=WINDOW_PACKETS, min_window_packets=WINDOW_PACKETS
+        )
+    return config
+
+
 def run(
     workload: Workload,
     link: LinkConfig,
@@ -107,11 +133,7 @@ def run(
     congestion: str = "newreno",
 ) -> dict[str, Any]:
     """One row: ``workload`` over ``link`` with recovery ``mode``."""
-    config = replace(MODES[mode], congestion=congestion)
-    if not default_window:
-        config = replace(
-            config, initial_window_packets=WINDOW_PACKETS, min_window_packets=WINDOW_PACKETS
-        )
+    config = _config(mode, congestion, default_window)
     net = SimNetwork(seed=seed, config=config, c2s=link, max_steps=50_000_000)
     server = net.connect(timeout_s=30.0)
     start = net.now + WARMUP_S
@@ -159,6 +181,89 @@ def run(
     }
 
 
+def run_relay(
+    workload: Workload,
+    link_name: str,
+    mode: str,
+    duration_s: float,
+    *,
+    seed: int = SEED,
+    default_window: bool = False,
+    congestion: str = "newreno",
+) -> dict[str, Any]:
+    """One row over real sockets through a relay process that applies ``link_name``."""
+    return asyncio.run(
+        _relay_row(
+            workload,
+            link_name,
+            mode,
+            duration_s,
+            seed,
+            _config(mode, congestion, default_window),
+        )
+    )
+
+
+async def _relay_row(
+    workload: Workload,
+    link_name: str,
+    mode: str,
+    duration_s: float,
+    seed: int,
+    config: SessionConfig,
+) -> dict[str, Any]:
+    listener = await transport.listen(("127.0.0.1", 0), config)
+    relay = RelayProcess(listener.local_addr, RELAY_OPTIONS[link_name], seed=seed)
+    sends = workload.sizes(duration_s, random.Random(seed))
+    sent_at: dict[int, float] = {}
+    arrived: dict[int, float] = {}
+    summary: dict[str, Any] | None = None
+    try:
+        client = await asyncio.wait_for(transport.connect(relay.addr, config), CONNECT_TIMEOUT_S)
+        server = await asyncio.wait_for(listener.accept(), CONNECT_TIMEOUT_S)
+
+        def on_message(message: Message) -> None:
+            arrived.setdefault(message.message_id, time.monotonic())
+
+        server.set_handler(on_message)
+        start = time.monotonic() + WARMUP_S
+        for at, size in sends:
+            delay = start + at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            mid = client.send(bytes(size), channel=UNRELIABLE, deadline_s=workload.deadline_s)
+            sent_at[mid] = time.monotonic()
+        await asyncio.sleep(DRAIN_S)
+        sent, received = client.stats(), server.stats()
+        await client.close("done")
+    finally:
+        await listener.close()
+        summary = relay.stop()
+    on_time = sum(
+        1
+        for mid, t in sent_at.items()
+        if mid in arrived and arrived[mid] - t <= workload.deadline_s + 1e-9
+    )
+    forward = (summary or {}).get("forward", {})
+    lost = forward.get("lost_random", 0) + forward.get("lost_burst", 0)
+    return {
+        "workload": workload.name,
+        "mode": mode,
+        "messages": len(sends),
+        "on_time": on_time,
+        "on_time_pct": round(100.0 * on_time / len(sends), 2),
+        "wire_bytes": sent.bytes_sent + received.bytes_sent,
+        "payload_bytes": sum(size for _, size in sends),
+        "retransmissions": sent.retransmissions,
+        "nack_repairs": sent.nack_repairs,
+        "repairs_too_late": sent.repairs_too_late,
+        "nacks_sent": received.nacks_sent,
+        "fec_packets_sent": sent.fec_packets_sent,
+        "fec_recovered": received.fec_recovered,
+        "measured_loss_pct": round(100.0 * lost / max(1, forward.get("datagrams_in", 0)), 2),
+    }
+
+
 def run_all(
     duration_s: float,
     *,
@@ -166,6 +271,7 @@ def run_all(
     links: Sequence[str] = tuple(LINKS),
     default_window: bool = False,
     congestion: str = "newreno",
+    relay: bool = False,
     say: Callable[[str], None] = lambda _: None,
 ) -> list[dict[str, Any]]:
     rows = []
@@ -173,9 +279,9 @@ def run_all(
         for link_name in links:
             baseline: int | None = None
             for mode in MODES:
-                row = run(
+                row = (run_relay if relay else _run_named)(
                     WORKLOADS[name],
-                    LINKS[link_name],
+                    link_name,
                     mode,
                     duration_s,
                     default_window=default_window,
@@ -189,6 +295,12 @@ def run_all(
                 rows.append(row)
                 say(_line(row))
     return rows
+
+
+def _run_named(
+    workload: Workload, link_name: str, mode: str, duration_s: float, **kw: Any
+) -> dict[str, Any]:
+    return run(workload, LINKS[link_name], mode, duration_s, **kw)
 
 
 HEADER = (
@@ -226,6 +338,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="newreno",
         help="the congestion controller (gcc: paced, a deadline hurries the pacer)",
     )
+    parser.add_argument(
+        "--relay",
+        action="store_true",
+        help="real sockets on loopback through an impairment relay process (real time)",
+    )
     args = parser.parse_args(argv)
     duration_s = 10.0 if args.quick else 30.0
     table = sys.stderr if args.json else sys.stdout
@@ -236,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         links=args.link or tuple(LINKS),
         default_window=args.default_window,
         congestion=args.congestion,
+        relay=args.relay,
         say=lambda line: print(line, file=table, flush=True),
     )
     result = {
@@ -244,6 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rtt_ms": 2 * DELAY_S * 1e3,
         "default_window": args.default_window,
         "congestion": args.congestion,
+        "link_model": "relay" if args.relay else "simulated",
         "rows": rows,
     }
     text = json.dumps(result, indent=1) + "\n"

@@ -817,3 +817,15 @@ def test_recovery_bench_runs_and_writes_json(
     assert rows["none"]["overhead_pct"] == 0.0
     assert rows["both"]["on_time_pct"] > rows["none"]["on_time_pct"]
     assert rows["fec"]["fec_packets_sent"] > 0 and rows["arq"]["retransmissions"] > 0
+
+
+def test_recovery_row_through_the_relay_process() -> None:
+    """The same row over real sockets through ``python -m bench.relay`` (loopback only):
+    5 % loss both ways, game messages with 100 ms deadlines, NACK and parity on."""
+    from bench import recovery
+
+    row = recovery.run_relay(recovery.WORKLOADS["game"], "random 5%", "both", 3.0)
+    assert row["messages"] == 180
+    assert 2.0 < row["measured_loss_pct"] < 10.0  # the relay dropped what it was told to
+    assert row["on_time_pct"] >= 97.0  # about 95 % without repair
+    assert row["nacks_sent"] > 0 and row["retransmissions"] > 0
