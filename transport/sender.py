@@ -71,9 +71,11 @@ _LATEST = ChannelKind.LATEST
 
 
 class _Urgency:
-    """The pace that queued deadline messages need: the fastest of them whose deadline has
-    not passed. A hurry ends with its deadline, so one message queued when the delay was
-    short cannot keep the pace (and the window it widens) up for good."""
+    """The pace that deadline messages need: the fastest of them whose deadline has not
+    passed. A hurry lasts until its deadline, not until its last piece has left, so the
+    repairs a NACK asks for go at the message's pace too; and it ends there, so one message
+    queued when the delay was short cannot keep the pace (and the window it widens) up for
+    good."""
 
     __slots__ = ("_entries", "_expiry", "bps")
 
@@ -110,11 +112,6 @@ class _Urgency:
         bps = max((b for _, b in kept), default=0.0)
         changed, self.bps = bps != self.bps, bps
         return changed
-
-    def clear(self) -> None:
-        self._entries.clear()
-        self._expiry = math.inf
-        self.bps = 0.0
 
 
 # Message states.
@@ -362,12 +359,8 @@ class Sender:
         """The congestion window has room for a full packet and the pacer lets one go now."""
         window = self._cc.window_bytes
         urgency = self._urgency
-        if urgency.bps:
-            if not (self._active or self._controls or self._repairs):
-                urgency.clear()  # every deadline message (and its parity) has left
-                self._pace()
-            elif urgency.expire(now):
-                self._pace()
+        if urgency.bps and urgency.expire(now):
+            self._pace()
         if urgency.bps:
             # A hurried message may have a round trip of its own pace in flight (the path's
             # round trip without queues: a standing queue must not widen the window).
