@@ -103,6 +103,17 @@ def parse_seconds(text: str) -> float:
     return value
 
 
+def parse_jitter(text: str) -> str:
+    """``realtime``, ``smooth`` or ``fixed:MS``."""
+    from stream.errors import StreamUsageError
+    from stream.jitter import JitterMode
+
+    try:
+        return str(JitterMode.parse(text))
+    except StreamUsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parse_bitrate(text: str) -> int:
     """``4M``, ``800k``, ``2500000`` (bit/s; k, M, G are powers of 1000)."""
     match = _BITRATE.fullmatch(text.strip())
@@ -227,6 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_seconds,
         metavar="SECONDS",
         help="give up when no sender connects within this long (default: wait)",
+    )
+    receive.add_argument(
+        "--jitter",
+        type=parse_jitter,
+        default="smooth",
+        metavar="MODE",
+        help="playout: realtime (lowest delay, late frames dropped), smooth (few stalls, "
+        "delay as low as that allows; the default) or fixed:MS (MS after the sender)",
     )
     receive.add_argument("--frame-log", action="store_true", help=argparse.SUPPRESS)
     output_flags(receive, child=True)
@@ -433,6 +452,7 @@ def _cmd_receive(args: argparse.Namespace) -> int:
         seconds=args.seconds,
         accept_timeout_s=args.accept_timeout,
         frame_log=args.frame_log,
+        jitter=args.jitter,
     )
     requested_port = args.listen[1]
 

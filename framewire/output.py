@@ -126,6 +126,8 @@ def receive_progress(p: Result) -> str:
     return (
         f"recv {p['t_s']:5.1f}s  {p['fps']:5.1f} fps  "
         f"latency p50 {fmt_ms(p['frame_latency_ms_p50'])} ms  "
+        f"playout p50 {fmt_ms(p.get('playout_delay_ms_p50'))} ms  "
+        f"late {p.get('late_frames', 0)}  "
         f"transport p50 {fmt_ms(p['transport_ms_p50'], 2)} ms  "
         f"srtt {fmt_ms(p['srtt_ms'], 2)} ms  "
         f"lost {p['frames_missing']} frames  link {p.get('link', '?')}"
@@ -183,7 +185,11 @@ def receive_summary(r: Result) -> list[str]:
         f"missing {r['frames_missing']}, late {r['frames_late']}, "
         f"keyframes {r['keyframes_received']} ({r['keyframe_requests']} requested), "
         f"{_fmt_num(r['bitrate_kbps'], 0)} kbit/s",
-        percentile_row("frame latency", r["frame_latency_ms"], "capture -> decoded"),
+        percentile_row("frame latency", r["frame_latency_ms"], "capture -> shown"),
+        f"  playout         {r.get('jitter')}: delay mean "
+        f"{fmt_ms((r.get('playout_delay_ms') or {}).get('mean'))} ms, "
+        f"p95 {fmt_ms((r.get('playout_delay_ms') or {}).get('p95'))} ms (sender -> shown), "
+        f"late {r.get('late_frames', 0)}, stalls {r.get('stalls', 0)}",
         percentile_row("transport", r["transport_ms"], "send() -> delivered"),
         percentile_row("decode", r["decode_ms"]),
         _session_line(r["session"]),

@@ -27,6 +27,7 @@ from typing import Any
 import transport
 from framewire.errors import CommandError
 from stream import (
+    DecodedPicture,
     DiscardSink,
     EncoderConfig,
     H264Decoder,
@@ -36,6 +37,7 @@ from stream import (
     VideoReceiver,
     VideoSender,
 )
+from stream.jitter import JitterBuffer
 from transport import AsyncListener, AsyncSession, Closed, LinkStats, SessionConfig, SessionStats
 from transport.config import RELIABLE, UNRELIABLE
 
@@ -111,6 +113,8 @@ class ReceiveOptions:
     video_channel: int = VIDEO_CHANNEL
     frame_log: bool = False
     """Add ``frame_log`` (index, latency ms per decoded frame) to the result."""
+    jitter: str = "smooth"
+    """The jitter buffer's mode: realtime, smooth or fixed:MS."""
 
 
 def format_addr(addr: Address) -> str:
@@ -248,13 +252,22 @@ async def _receive_video(
             )
 
     sink = DiscardSink()
+    jitter: JitterBuffer[DecodedPicture] = JitterBuffer(options.jitter)
     receiver = VideoReceiver(
         session,
         H264Decoder(),
         sink,
         channel=options.video_channel,
         on_keyframe_needed=request_keyframe,
+        jitter=jitter,
     )
+
+    def follow_path() -> None:
+        """The empty path's one-way delay for the buffer: half the session's minimum RTT."""
+        min_rtt_ms = session.stats().link.min_rtt_ms
+        if min_rtt_ms is not None:
+            jitter.path_delay_s = min_rtt_ms / 2000
+
     start = time.monotonic()
 
     async def report() -> None:
@@ -263,6 +276,7 @@ async def _receive_video(
         while True:
             await asyncio.sleep(STATS_INTERVAL_S)
             now = time.monotonic()
+            follow_path()
             frames = receiver.stats(recent=0).frames_received
             window = receiver.stats(recent=frames - last_frames)
             link = session.stats()
@@ -274,6 +288,9 @@ async def _receive_video(
                     "frames_decoded": window.frames_decoded,
                     "frames_missing": window.frames_missing,
                     "frame_latency_ms_p50": window.frame_latency_ms["p50"],
+                    "playout_delay_ms_p50": window.playout_delay_ms.get("p50"),
+                    "late_frames": window.late_frames,
+                    "link": link.link.quality,
                     "transport_ms_p50": window.transport_latency_ms["p50"],
                     "srtt_ms": _srtt_ms(link),
                     "packets_lost": link.packets_lost,
@@ -311,6 +328,11 @@ async def _receive_video(
         "bytes_received": stats.bytes_received,
         "bitrate_kbps": _r(kbps, 1),
         "frame_latency_ms": stats.frame_latency_ms,
+        "jitter": stats.jitter,
+        "playout_delay_ms": stats.playout_delay_ms,
+        "late_frames": stats.late_frames,
+        "stalls": stats.stalls,
+        "stall_ms": stats.stall_ms,
         "transport_ms": stats.transport_latency_ms,
         "decode_ms": stats.decode_ms,
         **({"frame_log": receiver.frame_log()} if options.frame_log else {}),

@@ -19,9 +19,10 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from stream.codec import H264Decoder, H264Encoder
+from stream.codec import DecodedPicture, H264Decoder, H264Encoder
 from stream.errors import FrameDecodeError, StreamUsageError
 from stream.frames import EncodedFrame, pack_frame, unpack_frame
+from stream.jitter import FrameDropped, FrameReleased, JitterBuffer, Stall
 from stream.sink import Sink
 from stream.source import VideoSource
 from stream.stats import percentiles
@@ -232,6 +233,14 @@ class ReceiverStats:
     transport_latency_ms: dict[str, float | None]
     decode_ms: dict[str, float | None]
     frame_latency_ms: dict[str, float | None]
+    jitter: str | None = None
+    """The jitter buffer's mode, or None when pictures go to the sink as they are decoded."""
+    playout_delay_ms: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    """mean, p50, p95 of sender hand-off to release (jitter buffer only)."""
+    late_frames: int = 0
+    """Released after their scheduled time, or dropped as late by the jitter buffer."""
+    stalls: int = 0
+    stall_ms: float = 0.0
 
 
 class VideoReceiver:
@@ -240,6 +249,10 @@ class VideoReceiver:
     When it sees a frame is missing (a gap in indices, or a decode error) it calls
     ``on_keyframe_needed``; while waiting for that keyframe it asks again at most every
     ``keyframe_retry_s``, since one request per following frame would only flood the sender.
+
+    With a ``jitter`` buffer, every frame is still decoded as it arrives (the reference chain
+    needs them all), and the pictures wait in the buffer for their playout time; the sink
+    gets them from a timer on the running loop. Frame latency is then capture to release.
     """
 
     def __init__(
@@ -252,6 +265,7 @@ class VideoReceiver:
         on_keyframe_needed: Callable[[], None] | None = None,
         keyframe_retry_s: float = 0.5,
         max_samples: int = DEFAULT_MAX_SAMPLES,
+        jitter: JitterBuffer[DecodedPicture] | None = None,
     ) -> None:
         if channel is not None and channel < 0:
             raise ValueError(f"channel must be >= 0 or None, got {channel}")
@@ -284,6 +298,14 @@ class VideoReceiver:
         self._decode_ms: deque[float] = deque(maxlen=max_samples)
         self._frame_ms: deque[float] = deque(maxlen=max_samples)
         self._frame_log: deque[tuple[int, float]] = deque(maxlen=max_samples)
+        self._jitter = jitter
+        self._sent_s: dict[int, float] = {}  # frame index -> sender hand-off, for the buffer
+        self._playout_ms: deque[float] = deque(maxlen=max_samples)
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def jitter(self) -> JitterBuffer[DecodedPicture] | None:
+        return self._jitter
 
     def stats(self, *, recent: int | None = None) -> ReceiverStats:
         """A snapshot of the counters since this receiver was created.
@@ -291,7 +313,7 @@ class VideoReceiver:
         ``recent`` limits the percentiles to the last ``recent`` samples of each series (a
         live view: pass the frames received since the previous snapshot); counters are totals.
         """
-        return ReceiverStats(
+        stats = ReceiverStats(
             messages_received=self._messages,
             messages_ignored=self._ignored,
             bytes_received=self._bytes,
@@ -306,6 +328,24 @@ class VideoReceiver:
             transport_latency_ms=percentiles(_tail(self._transport_ms, recent)),
             decode_ms=percentiles(_tail(self._decode_ms, recent)),
             frame_latency_ms=percentiles(_tail(self._frame_ms, recent)),
+        )
+        jitter = self._jitter
+        if jitter is None:
+            return stats
+        played = jitter.stats(time.monotonic())
+        delays = list(_tail(self._playout_ms, recent))
+        summary = percentiles(delays)
+        return dataclasses.replace(
+            stats,
+            jitter=played.mode,
+            playout_delay_ms={
+                "mean": round(sum(delays) / len(delays), 3) if delays else None,
+                "p50": summary["p50"],
+                "p95": summary["p95"],
+            },
+            late_frames=played.late_frames,
+            stalls=played.stalls,
+            stall_ms=round(played.stall_s * 1000, 3),
         )
 
     def frame_log(self) -> list[tuple[int, float]]:
@@ -338,9 +378,22 @@ class VideoReceiver:
                 await asyncio.gather(*waiters, return_exceptions=True)
             if consume.done() and not consume.cancelled():
                 consume.result()  # re-raise a transport failure
+                await self._drain()  # the stream ended: play out what is still waiting
         finally:
             self._running = False
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
         return self.stats()
+
+    async def _drain(self) -> None:
+        jitter = self._jitter
+        while jitter is not None and jitter.buffered:
+            wake = jitter.next_wakeup(time.monotonic())
+            if wake is None:
+                return
+            await asyncio.sleep(max(0.0, wake - time.monotonic()))
+            self._play()
 
     @staticmethod
     async def _wait(stop: asyncio.Event) -> None:
@@ -367,6 +420,11 @@ class VideoReceiver:
         self._frames += 1
         if frame.send_ns:
             self._transport_ms.append(_ms(arrival_ns - frame.send_ns))
+        if self._jitter is not None:
+            sent_s = self._sent_s
+            sent_s[frame.index] = (frame.send_ns or frame.capture_ns) / 1e9
+            if len(sent_s) > 1024:  # bounded: pictures come out within a few frames
+                del sent_s[min(sent_s)]
         if not self._in_sequence(frame):
             return
         self._decode(frame)
@@ -397,12 +455,42 @@ class VideoReceiver:
             self._request_keyframe()
             return
         self._decode_ms.append(_ms(time.monotonic_ns() - start_ns))
+        jitter = self._jitter
         for picture in pictures:
-            latency_ms = _ms(time.monotonic_ns() - picture.capture_ns)
-            self._frame_ms.append(latency_ms)
-            self._frame_log.append((picture.index, latency_ms))
-            self._sink.consume(picture)
             self._decoded += 1
+            if jitter is None:
+                self._show(picture)
+                continue
+            sent_s = self._sent_s.pop(picture.index, picture.capture_ns / 1e9)
+            jitter.push(picture.index, sent_s, time.monotonic(), picture)
+        if jitter is not None:
+            self._play()
+
+    def _show(self, picture: DecodedPicture) -> None:
+        latency_ms = _ms(time.monotonic_ns() - picture.capture_ns)
+        self._frame_ms.append(latency_ms)
+        self._frame_log.append((picture.index, latency_ms))
+        self._sink.consume(picture)
+
+    def _play(self) -> None:
+        """Release what the jitter buffer has due, and set the timer for the next one."""
+        jitter = self._jitter
+        assert jitter is not None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        now = time.monotonic()
+        for event in jitter.poll(now):
+            if isinstance(event, FrameReleased):
+                self._playout_ms.append(event.playout_delay_s * 1000)
+                self._show(event.payload)
+            elif isinstance(event, (FrameDropped, Stall)):
+                pass  # counted by the buffer; stats() reads them there
+        wake = jitter.next_wakeup(now)
+        if wake is not None:
+            loop = asyncio.get_running_loop()
+            # loop.time() is time.monotonic() on the default and uvloop loops.
+            self._timer = loop.call_at(loop.time() + max(0.0, wake - now), self._play)
 
     def _request_keyframe(self) -> None:
         now = time.monotonic()

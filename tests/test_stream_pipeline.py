@@ -25,6 +25,7 @@ from stream import (
     pack_frame,
     read_stamp,
 )
+from stream.jitter import JitterBuffer
 from stream.source import VideoSource, YuvFrame
 
 
@@ -310,3 +311,33 @@ async def _test_stats_recent_limits_percentiles_to_the_newest_samples() -> None:
     window = receiver.stats(recent=2).frame_latency_ms
     assert window["p50"] is not None and window["max"] is not None
     assert window["max"] <= receiver.stats().frame_latency_ms["max"]  # type: ignore[operator]
+
+
+def test_a_fixed_jitter_buffer_holds_each_picture_to_its_playout_time() -> None:
+    asyncio.run(_test_a_fixed_jitter_buffer_holds_each_picture_to_its_playout_time())
+
+
+async def _test_a_fixed_jitter_buffer_holds_each_picture_to_its_playout_time() -> None:
+    send_end, receive_end = transport_pair()
+    source = SyntheticSource(320, 180, 30)
+    sender = make_sender(send_end, source)
+    sink = RecordingSink()
+    jitter: JitterBuffer[DecodedPicture] = JitterBuffer("fixed:80")
+    receiver = VideoReceiver(receive_end, H264Decoder(), sink, channel=3, jitter=jitter)
+
+    async def send() -> SenderStats:
+        try:
+            return await sender.run(1.0)
+        finally:
+            send_end.close()
+
+    sent, _ = await asyncio.gather(send(), receiver.run(seconds=5))
+    received = receiver.stats()
+    # All of them: when the stream ends, run() plays out what is still waiting.
+    assert [index for index, _ in sink.pictures] == list(range(sent.frames_sent))
+    assert received.jitter == "fixed:80" and received.late_frames == 0
+    delay = received.playout_delay_ms
+    # 80 ms after the fastest frame's hand-off (the queue transport is near instant), give or
+    # take the event loop's timer resolution.
+    assert delay["p50"] is not None and 79 <= delay["p50"] <= 84
+    assert received.frame_latency_ms["p50"] is not None and received.frame_latency_ms["p50"] >= 80
