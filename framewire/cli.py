@@ -114,12 +114,15 @@ def parse_jitter(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def parse_bitrate(text: str) -> int:
-    """``4M``, ``800k``, ``2500000`` (bit/s; k, M, G are powers of 1000)."""
+def parse_bitrate(text: str) -> int | None:
+    """``auto`` (None: follow the rate controller), or ``4M``, ``800k``, ``2500000`` (bit/s;
+    k, M, G are powers of 1000)."""
+    if text.strip() == "auto":
+        return None
     match = _BITRATE.fullmatch(text.strip())
     if match is None:
         raise argparse.ArgumentTypeError(
-            f"expected a bitrate like 4M, 800k or 2500000, got {text!r}"
+            f"expected auto or a bitrate like 4M, 800k or 2500000, got {text!r}"
         )
     value = round(float(match[1]) * _BITRATE_UNITS[match[2].lower()])
     if not MIN_BITRATE <= value <= MAX_BITRATE:
@@ -212,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--bitrate",
             type=parse_bitrate,
             default=4_000_000,
-            help="H.264 target, like 4M, 800k or 2500000 bit/s (default 4M)",
+            help="H.264 bitrate: auto (follow the link's delay-based rate control, up to "
+            "8M) or fixed, like 4M, 800k or 2500000 bit/s (default 4M)",
         )
 
     receive = commands.add_parser(

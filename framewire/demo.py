@@ -51,7 +51,8 @@ class DemoOptions:
     width: int
     height: int
     fps: float
-    bitrate_bps: int
+    bitrate_bps: int | None
+    """None: the sender follows the rate controller (``--bitrate auto``)."""
     loop: str
     """The resolved loop name the children are told to use."""
     relay_args: tuple[str, ...] = ()
@@ -189,7 +190,7 @@ def _child_args(options: DemoOptions) -> tuple[list[str], Callable[[int], list[s
             "--fps",
             f"{options.fps:g}",
             "--bitrate",
-            str(options.bitrate_bps),
+            "auto" if options.bitrate_bps is None else str(options.bitrate_bps),
             *child_flags,
         ]
 

@@ -83,6 +83,10 @@ KEYFRAME_REQUEST_DEADLINE_S = 1.0
 CLOSE_TIMEOUT_S = 3.0
 """Bound on a graceful close (the engine itself gives up flushing after 2 s)."""
 STATS_INTERVAL_S = 1.0
+AUTO_MAX_BPS = 8_000_000
+"""``--bitrate auto``: the encoder's ceiling."""
+AUTO_VBV_S = 0.25
+"""``--bitrate auto``: VBV buffer in seconds of the current rate, which bounds a keyframe."""
 
 CHANNEL_NAMES = {RELIABLE: "reliable", UNRELIABLE: "unreliable"}
 
@@ -97,7 +101,8 @@ class SendOptions:
     width: int
     height: int
     fps: float
-    bitrate_bps: int
+    bitrate_bps: int | None
+    """None: follow the transport's delay-based rate control (gcc), up to AUTO_MAX_BPS."""
     frame_deadline_s: float = DEFAULT_FRAME_DEADLINE_S
     video_channel: int = VIDEO_CHANNEL
 
@@ -359,11 +364,15 @@ async def send(options: SendOptions, *, on_progress: Progress | None = None) -> 
             width=options.width,
             height=options.height,
             fps=options.fps,
-            bitrate_bps=options.bitrate_bps,
+            bitrate_bps=AUTO_MAX_BPS if options.bitrate_bps is None else options.bitrate_bps,
+            # auto: keyframes bounded by a quarter second of the rate (the VBV follows it)
+            vbv_buffer_s=AUTO_VBV_S if options.bitrate_bps is None else 0.5,
+            intra_refresh=options.bitrate_bps is None,
         )
     )
     addr = await resolve(options.to)
-    config = SessionConfig()
+    auto = options.bitrate_bps is None
+    config = SessionConfig(congestion="gcc") if auto else SessionConfig()
     try:
         session = await transport.connect(addr, config)
     except transport.HandshakeTimeoutError as exc:
@@ -392,6 +401,7 @@ async def _send_video(
         encoder,
         channel=options.video_channel,
         frame_deadline_s=options.frame_deadline_s,
+        bitrate=(lambda: session.target_bitrate_bps) if options.bitrate_bps is None else None,
     )
     control = {"keyframe_requests": 0, "ignored": 0}
 
@@ -419,6 +429,7 @@ async def _send_video(
                 "fps": round(frames / dt, 2),
                 "frames_sent": totals.frames_sent,
                 "bitrate_kbps": round((totals.bytes_sent - last["bytes"]) * 8 / dt / 1000, 1),
+                "encoder_kbps": round(totals.encoder_bitrate_bps / 1000),
                 "encode_ms_p50": window.encode_ms["p50"],
                 "keyframes_sent": totals.keyframes_sent,
                 "srtt_ms": _srtt_ms(link),
@@ -453,7 +464,10 @@ async def _send_video(
         "to": format_addr(session.peer_addr),
         "size": f"{options.width}x{options.height}",
         "fps_target": options.fps,
-        "bitrate_target_kbps": options.bitrate_bps / 1000,
+        "bitrate_target_kbps": "auto"
+        if options.bitrate_bps is None
+        else options.bitrate_bps / 1000,
+        "encoder_bitrate_kbps": round(stats.encoder_bitrate_bps / 1000),
         "video_channel": CHANNEL_NAMES.get(options.video_channel, str(options.video_channel)),
         "frame_deadline_s": options.frame_deadline_s,
         "seconds": round(elapsed, 3),

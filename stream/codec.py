@@ -7,6 +7,8 @@ turns a keyframe request into an IDR on the very next frame.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -15,6 +17,7 @@ import av
 import av.error
 import numpy as np
 import numpy.typing as npt
+from av.video.codeccontext import VideoCodecContext
 from av.video.frame import PictureType
 from av.video.plane import VideoPlane
 
@@ -66,6 +69,11 @@ class EncoderConfig:
     preset: str = "ultrafast"
     tune: str = "zerolatency"
     threads: int = 2
+    intra_refresh: bool = False
+    """Periodic intra refresh instead of keyframes every ``keyframe_interval_frames``: a
+    column of intra blocks sweeps the picture over that many frames, so no frame is much
+    larger than the others (a keyframe burst on a narrow link is queueing delay, and loss).
+    Keyframes then come only when asked for (:meth:`H264Encoder.request_keyframe`)."""
 
     def __post_init__(self) -> None:
         if self.width % 2 or self.height % 2:
@@ -115,44 +123,50 @@ def _yuv420p_frame(yuv: npt.NDArray[np.uint8], width: int, height: int) -> av.Vi
     return picture
 
 
+def _open_x264(config: EncoderConfig) -> VideoCodecContext:
+    """A libx264 encoding context for ``config``, open."""
+    rate = Fraction(config.fps).limit_denominator(1001)
+    ctx = av.CodecContext.create("libx264", "w")
+    ctx.width = config.width
+    ctx.height = config.height
+    ctx.pix_fmt = "yuv420p"
+    # pts counts frames, so a frame's pts is its index.
+    ctx.time_base = 1 / rate
+    ctx.framerate = rate
+    ctx.bit_rate = config.bitrate_bps
+    ctx.gop_size = config.keyframe_interval_frames
+    ctx.max_b_frames = 0
+    ctx.thread_count = config.threads
+    vbv_kbit = max(1, round(config.bitrate_bps * config.vbv_buffer_s / 1000))
+    ctx.options = {
+        "preset": config.preset,
+        "tune": config.tune,
+        # A forced keyframe must be an IDR: a plain I-frame lets later frames reference
+        # pictures before it, so a receiver that lost those could not recover from it.
+        "forced-idr": "1",
+        # The VBV goes on the codec context, not in x264-params: FFmpeg's libx264
+        # wrapper compares the context's maxrate/bufsize with x264's before every frame
+        # and reconfigures x264 to the context's. Set only through x264-params, the first
+        # frame turned the VBV off again and x264 then refused every later
+        # reconfiguration, bitrate changes included.
+        "maxrate": f"{config.bitrate_bps // 1000}k",
+        "bufsize": f"{vbv_kbit}k",
+        "x264-params": "bframes=0:repeat-headers=1"
+        + (":intra-refresh=1" if config.intra_refresh else ""),
+    }
+    try:
+        ctx.open()
+    except av.error.FFmpegError as exc:
+        raise StreamError(f"cannot open the libx264 encoder: {exc}") from exc
+    return ctx
+
+
 class H264Encoder:
     """libx264 encoder: yuv420p arrays in, :class:`EncodedFrame` out, one per picture."""
 
     def __init__(self, config: EncoderConfig) -> None:
         self._config = config
-        rate = Fraction(config.fps).limit_denominator(1001)
-        ctx = av.CodecContext.create("libx264", "w")
-        ctx.width = config.width
-        ctx.height = config.height
-        ctx.pix_fmt = "yuv420p"
-        # pts counts frames, so a frame's pts is its index.
-        ctx.time_base = 1 / rate
-        ctx.framerate = rate
-        ctx.bit_rate = config.bitrate_bps
-        ctx.gop_size = config.keyframe_interval_frames
-        ctx.max_b_frames = 0
-        ctx.thread_count = config.threads
-        vbv_kbit = max(1, round(config.bitrate_bps * config.vbv_buffer_s / 1000))
-        ctx.options = {
-            "preset": config.preset,
-            "tune": config.tune,
-            # A forced keyframe must be an IDR: a plain I-frame lets later frames reference
-            # pictures before it, so a receiver that lost those could not recover from it.
-            "forced-idr": "1",
-            "x264-params": ":".join(
-                (
-                    "bframes=0",
-                    "repeat-headers=1",
-                    f"vbv-maxrate={config.bitrate_bps // 1000}",
-                    f"vbv-bufsize={vbv_kbit}",
-                )
-            ),
-        }
-        try:
-            ctx.open()
-        except av.error.FFmpegError as exc:
-            raise StreamError(f"cannot open the libx264 encoder: {exc}") from exc
-        self._ctx = ctx
+        self._ctx = _open_x264(config)
         self._next_index = 0
         self._keyframe_requested = False
         self._flushed = False
@@ -170,6 +184,28 @@ class H264Encoder:
     def request_keyframe(self) -> None:
         """Make the next encoded picture an IDR keyframe (for example after receiver loss)."""
         self._keyframe_requested = True
+
+    def reopen(self, bitrate_bps: int) -> None:
+        """A fresh x264 whose bitrate and VBV peak are ``bitrate_bps``: the way to move the
+        VBV (FFmpeg cannot change it on an open encoder). Its first picture is an IDR
+        keyframe; frame indices continue."""
+        config = dataclasses.replace(self._config, bitrate_bps=int(bitrate_bps))
+        self._ctx, self._config = _open_x264(config), config
+
+    @property
+    def bitrate_bps(self) -> int:
+        """The average bitrate x264 is aiming at now."""
+        return int(self._ctx.bit_rate or 0)
+
+    def set_bitrate(self, bps: float) -> int:
+        """Aim at ``bps`` from the next picture on (x264 reconfigures its ABR target; it
+        gets there within a second or two). Clamped to 10 kbit/s .. the configured bitrate,
+        which stays the VBV's peak rate. Returns the rate set."""
+        if not math.isfinite(bps):
+            raise StreamUsageError(f"bitrate must be finite, got {bps}")
+        rate = int(min(max(bps, 10_000), self._config.bitrate_bps))
+        self._ctx.bit_rate = rate
+        return rate
 
     def encode(self, yuv: npt.NDArray[np.uint8], capture_ns: int) -> list[EncodedFrame]:
         """Encode one yuv420p picture of shape ``(height * 3 // 2, width)``.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -39,6 +40,19 @@ __all__ = [
 # Timing samples kept for percentiles: the most recent ones only, so memory stays bounded on
 # long runs (10,000 frames is about 5.5 minutes at 30 fps).
 DEFAULT_MAX_SAMPLES = 10_000
+
+VIDEO_SHARE = 0.85
+"""The encoder's share of the transport's target bitrate: the rest is for the frame and
+packet headers, parity and repairs (bench.recovery: parity costs up to 20 % at 5 % loss)."""
+BITRATE_STEP = 0.05
+"""The encoder is retargeted when the wanted rate moved by more than this share."""
+REOPEN_HEADROOM = 2.0
+"""After a reopen, the encoder's VBV peak is this times the wanted rate."""
+REOPEN_BELOW = 3.0
+"""Reopen when the wanted rate falls below the VBV peak divided by this (or rises above it):
+the VBV bounds keyframes, so it must follow the rate, and FFmpeg cannot move it in place."""
+REOPEN_MIN_S = 4.0
+"""Reopens (each starts with a keyframe) at most this often."""
 
 
 class MessageLike(Protocol):
@@ -85,6 +99,8 @@ class SenderStats:
     encode_ms: dict[str, float | None]
     tick_late_ms: dict[str, float | None]
     """How late each tick started after its scheduled time (event-loop wake-up jitter)."""
+    encoder_bitrate_bps: int = 0
+    """What the encoder aims at now (it follows ``bitrate`` when one is given)."""
 
 
 class VideoSender:
@@ -99,6 +115,8 @@ class VideoSender:
         channel: int,
         frame_deadline_s: float | None,
         max_samples: int = DEFAULT_MAX_SAMPLES,
+        bitrate: Callable[[], float | None] | None = None,
+        video_share: float = VIDEO_SHARE,
     ) -> None:
         if channel < 0:
             raise ValueError(f"channel must be >= 0, got {channel}")
@@ -112,9 +130,15 @@ class VideoSender:
                 f"source is {source.width}x{source.height}, "
                 f"encoder expects {config.width}x{config.height}"
             )
+        if not 0 < video_share <= 1:
+            raise ValueError(f"video_share must be in (0, 1], got {video_share}")
         self._transport = transport
         self._source = source
         self._encoder = encoder
+        self._bitrate = bitrate
+        self._video_share = video_share
+        self._max_bps = encoder.config.bitrate_bps  # following a target never goes above
+        self._reopened_at = -math.inf
         self._channel = channel
         self._deadline_s = frame_deadline_s
         self._running = False
@@ -142,6 +166,7 @@ class VideoSender:
             ticks_skipped=self._ticks_skipped,
             encode_ms=percentiles(_tail(self._encode_ms, recent)),
             tick_late_ms=percentiles(_tail(self._tick_late_ms, recent)),
+            encoder_bitrate_bps=self._encoder.bitrate_bps,
         )
 
     async def run(
@@ -193,7 +218,27 @@ class VideoSender:
             self._running = False
         return self.stats()
 
+    def _follow_bitrate(self) -> None:
+        """Aim the encoder at ``video_share`` of the transport's target, when it moved by
+        more than BITRATE_STEP since the encoder last changed."""
+        target = self._bitrate() if self._bitrate is not None else None
+        if target is None:
+            return
+        encoder = self._encoder
+        want = min(target * self._video_share, self._max_bps)
+        peak = encoder.config.bitrate_bps
+        now = time.monotonic()
+        if (want > peak or want < peak / REOPEN_BELOW) and now - self._reopened_at >= (
+            REOPEN_MIN_S
+        ):
+            encoder.reopen(int(min(self._max_bps, want * REOPEN_HEADROOM)))
+            self._reopened_at = now
+        current = encoder.bitrate_bps
+        if abs(want - current) > BITRATE_STEP * current:
+            encoder.set_bitrate(want)
+
     def _send_next(self) -> None:
+        self._follow_bitrate()
         yuv = self._source.frame(self._encoder.next_index)
         capture_ns = time.monotonic_ns()
         frames = self._encoder.encode(yuv, capture_ns)

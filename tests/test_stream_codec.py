@@ -207,3 +207,48 @@ def test_encoder_config_defaults() -> None:
 def test_decoder_threads_validation() -> None:
     with pytest.raises(ValueError):
         H264Decoder(threads=0)
+
+
+def _mbps(frames: list[EncodedFrame], fps: float) -> float:
+    return sum(len(f.data) for f in frames) * 8 * fps / len(frames) / 1e6
+
+
+def test_set_bitrate_moves_the_output_within_two_seconds() -> None:
+    """The VBV sits on the codec context, so FFmpeg's libx264 wrapper accepts a new ABR
+    target on an open encoder (with the VBV only in x264-params it refused every change)."""
+    source = SyntheticSource(1280, 720, 30)
+    encoder = encoder_for(source, bitrate_bps=4_000_000)
+    before = [encode_one(encoder, source.frame(i)) for i in range(60)]
+    assert encoder.set_bitrate(500_000) == 500_000
+    [encode_one(encoder, source.frame(i)) for i in range(60, 120)]
+    after = [encode_one(encoder, source.frame(i)) for i in range(120, 180)]
+    assert _mbps(before[1:], 30) > 2.5
+    assert _mbps(after, 30) < 0.8
+    assert encoder.set_bitrate(1e9) == 4_000_000  # the VBV peak is the ceiling
+    with pytest.raises(StreamUsageError):
+        encoder.set_bitrate(float("nan"))
+
+
+def test_reopen_moves_the_vbv_and_starts_with_a_keyframe() -> None:
+    source = SyntheticSource(640, 360, 30)
+    encoder = encoder_for(source, bitrate_bps=4_000_000, vbv_buffer_s=0.25)
+    frames = [encode_one(encoder, source.frame(i)) for i in range(3)]
+    encoder.reopen(400_000)
+    frames += [encode_one(encoder, source.frame(i)) for i in range(3, 6)]
+    assert [f.index for f in frames] == list(range(6))
+    assert [f.keyframe for f in frames] == [True, False, False, True, False, False]
+    assert encoder.config.bitrate_bps == 400_000 and encoder.bitrate_bps == 400_000
+    # The keyframe is held to a quarter second of the new rate, about 12.5 KB (x264 may
+    # overshoot a VBV a little on the first frame).
+    assert len(frames[3].data) < 2 * 400_000 * 0.25 / 8
+
+
+def test_intra_refresh_has_no_periodic_keyframe_bursts() -> None:
+    source = SyntheticSource(640, 360, 30)
+    encoder = encoder_for(source, intra_refresh=True, keyframe_interval_frames=30)
+    frames = [encode_one(encoder, source.frame(i)) for i in range(90)]
+    sizes = [len(f.data) for f in frames[1:]]
+    assert max(sizes) < 4 * (sum(sizes) / len(sizes))  # no frame carries a whole picture
+    decoder = H264Decoder()
+    pictures = [p for f in frames for p in decoder.decode(f)]
+    assert [read_stamp(p.luma) for p in pictures] == [p.index for p in pictures]

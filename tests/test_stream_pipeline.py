@@ -341,3 +341,26 @@ async def _test_a_fixed_jitter_buffer_holds_each_picture_to_its_playout_time() -
     # take the event loop's timer resolution.
     assert delay["p50"] is not None and 79 <= delay["p50"] <= 84
     assert received.frame_latency_ms["p50"] is not None and received.frame_latency_ms["p50"] >= 80
+
+
+def test_sender_aims_the_encoder_at_its_share_of_the_transport_target() -> None:
+    asyncio.run(_test_sender_aims_the_encoder_at_its_share_of_the_transport_target())
+
+
+async def _test_sender_aims_the_encoder_at_its_share_of_the_transport_target() -> None:
+    send_end, _ = transport_pair()
+    source = SyntheticSource(320, 180, 30)
+    target = {"bps": 600_000.0}
+    encoder = H264Encoder(EncoderConfig(width=320, height=180, fps=30))
+    sender = VideoSender(
+        send_end, source, encoder, channel=3, frame_deadline_s=0.1, bitrate=lambda: target["bps"]
+    )
+    await sender.run(0.2)
+    stats = sender.stats()
+    # 85 % of the target; the VBV was reopened at twice that (4 Mbit/s was far above it)
+    assert stats.encoder_bitrate_bps == 510_000
+    assert encoder.config.bitrate_bps == 1_020_000
+    target["bps"] = 700_000.0  # +17 %: retargeted in place, no reopen within 4 s
+    await sender.run(0.1)
+    assert sender.stats().encoder_bitrate_bps == 595_000
+    assert encoder.config.bitrate_bps == 1_020_000

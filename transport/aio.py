@@ -58,6 +58,12 @@ class AsyncSession:
         return name[0], name[1]
 
     @property
+    def target_bitrate_bps(self) -> float | None:
+        """The rate controller's target for the application's encoder (None with a
+        controller that publishes none, such as the default "newreno")."""
+        return self._engine.target_bitrate_bps
+
+    @property
     def closed(self) -> Closed | None:
         """The :class:`Closed` event once the session has ended, else None."""
         return self._closed

@@ -29,6 +29,9 @@ class LinkSignals:
     acknowledged bitrate); None while not known yet."""
     min_rtt_s: float | None = None
     """The smallest round trip measured (RFC 9002 ``min_rtt``): the path without queues."""
+    bandwidth_bps: float | None = None
+    """The bottleneck's rate as measured from deliveries the network held back (None while
+    no queue has shown it)."""
 
 
 class CongestionController(Protocol):

@@ -154,6 +154,11 @@ class LinkEstimator:
     # -- output -------------------------------------------------------------------------------
 
     @property
+    def bandwidth_bps(self) -> float | None:
+        """The bottleneck bandwidth estimate (see ``LinkStats.bandwidth_mbps``), bit/s."""
+        return self._delivery.bandwidth_bps
+
+    @property
     def delivered_bps(self) -> float | None:
         """What the peer received over the last ``DELIVERED_WINDOW_S`` (wire bytes, by its
         clock), from the running totals in its ARRIVALS records; None until records span at

@@ -247,6 +247,7 @@ class Sender:
         self._rtt = rtt
         self._cc = congestion
         self._pacer = pacer
+        self._hurry_cap_bps: float | None = None  # the link's measured bottleneck rate
         self._urgency = _Urgency()  # the pace queued deadline messages need; 0 when none waits
         self._pace()
         self._max_datagram = config.max_datagram_bytes
@@ -384,6 +385,7 @@ class Sender:
     def on_link(self, signals: LinkSignals) -> None:
         """Fresh delay and loss feedback for the congestion controller; the pacer follows."""
         self._cc.on_link(signals)
+        self._hurry_cap_bps = signals.bandwidth_bps
         self._pace()
 
     def _pace(self) -> None:
@@ -392,7 +394,13 @@ class Sender:
         pacer = self._pacer
         if pacer is not None:
             base = self._cc.pacing_bps
-            pacer.set_rate(base if base is None else max(base, self._urgency.bps))
+            if base is None:
+                pacer.set_rate(None)
+                return
+            # A hurry never goes past what the link was measured to carry: faster only
+            # fills the bottleneck's buffer until it drops (unknown: no cap).
+            urgent, cap = self._urgency.bps, self._hurry_cap_bps
+            pacer.set_rate(max(base, urgent if cap is None else min(urgent, cap)))
 
     def send_direct(
         self,

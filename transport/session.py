@@ -709,6 +709,7 @@ class Session:
                     rtt_s=rtt.srtt_s if rtt.samples else None,
                     delivered_bps=link.delivered_bps,
                     min_rtt_s=rtt.min_s if rtt.samples else None,
+                    bandwidth_bps=link.bandwidth_bps,
                 )
             )
         previous = link.quality
