@@ -25,12 +25,14 @@ import statistics
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from bench.ratebench import cellular_traces, trace_start_s
 from bench.scenarios import scenario
 from bench.simlink import SimNetwork
 from stream.jitter import FrameDropped, FrameReleased, JitterBuffer, JitterConfig, Stall
-from transport.config import UNRELIABLE
+from transport.config import UNRELIABLE, SessionConfig
 from transport.events import Message
 
 FPS = 30
@@ -47,11 +49,27 @@ class Arrival:
     arrived_s: float
 
 
-def record(name: str, seconds: float, seed: int) -> tuple[list[Arrival], int, float]:
+def record(
+    name: str,
+    seconds: float,
+    seed: int,
+    *,
+    adaptive: bool = False,
+    traces_dir: Path | None = None,
+) -> tuple[list[Arrival], int, float]:
     """Frames sent over scenario ``name``: (arrivals in arrival order, frames sent, the
-    receiver's min RTT / 2)."""
-    found = scenario(name)
-    net = SimNetwork(seed=seed, c2s=found.link.forward, s2c=found.link.reverse)
+    receiver's min RTT / 2). ``adaptive``: the delay-based controller runs and the frames
+    follow its target (85 % of it, +-25 %, as ``framewire send --bitrate auto`` with intra
+    refresh: no keyframe bursts); else a fixed ``BITRATE_BPS`` with a keyframe every 2 s."""
+    found = scenario(name, traces_dir)
+    net = SimNetwork(
+        seed=seed,
+        config=SessionConfig(congestion="gcc") if adaptive else SessionConfig(),
+        c2s=found.link.forward,
+        s2c=found.link.reverse,
+        start_s=trace_start_s(found.link),
+        max_steps=50_000_000,
+    )
     server = net.connect()
     rng = random.Random(seed)
     mean = BITRATE_BPS / 8 / FPS
@@ -61,8 +79,12 @@ def record(name: str, seconds: float, seed: int) -> tuple[list[Arrival], int, fl
     count = int(seconds * FPS)
     for i in range(count):
         size = int(5 * mean) if i % GOP == 0 else int(p_mean * rng.uniform(0.75, 1.25))
+        scale = rng.uniform(0.75, 1.25)
 
-        def send(i: int = i, size: int = size) -> None:
+        def send(i: int = i, size: int = size, scale: float = scale) -> None:
+            target = net.client.target_bitrate_bps
+            if adaptive and target is not None:
+                size = max(200, int(0.85 * target / 8 / FPS * scale))
             mid = net.client.send(
                 bytes(size), channel=UNRELIABLE, deadline_s=DEADLINE_S, now=net.now
             )
@@ -155,10 +177,16 @@ def smallest_fixed(
 
 
 def compare(
-    name: str, seconds: float, seed: int, config: JitterConfig | None = None
+    name: str,
+    seconds: float,
+    seed: int,
+    config: JitterConfig | None = None,
+    *,
+    adaptive: bool = False,
+    traces_dir: Path | None = None,
 ) -> dict[str, Any]:
     """smooth and realtime against the smallest fixed:MS with late <= 1 %, on one recording."""
-    arrivals, frames, path = record(name, seconds, seed)
+    arrivals, frames, path = record(name, seconds, seed, adaptive=adaptive, traces_dir=traces_dir)
     smooth = replay(arrivals, frames, "smooth", path, config)
     realtime = replay(arrivals, frames, "realtime", path)
     fixed = smallest_fixed(arrivals, frames, path)
@@ -188,11 +216,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=JitterConfig().max_rate_change,
         help="smooth: the most the playout may run slow or fast (0.05: 5 %%)",
     )
+    parser.add_argument(
+        "--cellular",
+        action="store_true",
+        help="every shared cellular trace instead, the source following the delay-based "
+        "rate control",
+    )
+    parser.add_argument("--traces", type=Path, metavar="DIR", help="the shared traces folder")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     config = JitterConfig(max_rate_change=args.max_rate_change)
-    names = args.scenario or ("clean", "wifi-spikes")
-    results = [compare(name, args.seconds, args.seed, config) for name in names]
+    if args.cellular:
+        names = cellular_traces(args.traces)
+        if not names:
+            print("jitterbench: no shared cellular traces found", file=sys.stderr)
+            return 1
+    else:
+        names = args.scenario or ["clean", "wifi-spikes"]
+    results = []
+    for i, name in enumerate(names, 1):
+        print(f"jitterbench: {i}/{len(names)} {name}", file=sys.stderr, flush=True)
+        results.append(
+            compare(
+                name,
+                args.seconds,
+                args.seed,
+                config,
+                adaptive=args.cellular,
+                traces_dir=args.traces,
+            )
+        )
     if args.json:
         print(json.dumps(results, indent=1))
         return 0

@@ -110,14 +110,14 @@ def _network(link: LinkPair, seed: int, adaptive: bool) -> SimNetwork:
         config=SessionConfig(congestion="gcc" if adaptive else "newreno"),
         c2s=link.forward,
         s2c=link.reverse,
-        start_s=_start_s(link),
+        start_s=trace_start_s(link),
         max_steps=50_000_000,  # 60 s of a fast 5G trace is a few million packets
     )
     net.connect()
     return net
 
 
-def _start_s(link: LinkPair) -> float:
+def trace_start_s(link: LinkPair) -> float:
     """Where to start replaying a recorded rate schedule: its first second of 1 Mbit/s or more
     (phone logs start with the download not yet running, at a few kbit/s)."""
     trace = link.forward.trace

@@ -280,6 +280,15 @@ _LINK_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
         },
     ),
     ("trace", {"metavar": "FILE", "help": "replay a recorded trace (any shared-trace format)"}),
+    (
+        "blackout",
+        {
+            "metavar": "START_S/END_S",
+            "action": "append",
+            "help": "drop everything between these times (seconds after the first datagram; "
+            "repeatable), e.g. 5/5.5",
+        },
+    ),
 )
 
 
@@ -348,6 +357,12 @@ def _apply(config: LinkConfig, args: argparse.Namespace, prefix: str) -> LinkCon
             period_s=parts[2] / 1e3,
             phase_jitter_s=(parts[3] if len(parts) > 3 else 0.0) / 1e3,
         )
+    if (v := value("blackout")) is not None:
+        for text in v:
+            start, end = _numbers(text, "--blackout", 2, 2)
+            if end < start:
+                raise BenchError(f"--blackout {text}: the end comes before the start")
+            changes["blackouts"] = (*changes.get("blackouts", config.blackouts), (start, end))
     if (v := value("trace")) is not None:
         try:
             trace = load_trace(v)

@@ -38,6 +38,7 @@ from stream import (
     VideoSender,
 )
 from stream.jitter import JitterBuffer
+from stream.pipeline import VIDEO_MAX_RTO_S
 from transport import AsyncListener, AsyncSession, Closed, LinkStats, SessionConfig, SessionStats
 from transport.config import RELIABLE, UNRELIABLE
 
@@ -329,6 +330,7 @@ async def _receive_video(
         "decode_errors": stats.decode_errors,
         "keyframes_received": stats.keyframes_received,
         "keyframe_requests": stats.keyframe_requests,
+        "frames_skipped": stats.frames_skipped,
         "messages_ignored": stats.messages_ignored,
         "bytes_received": stats.bytes_received,
         "bitrate_kbps": _r(kbps, 1),
@@ -372,7 +374,9 @@ async def send(options: SendOptions, *, on_progress: Progress | None = None) -> 
     )
     addr = await resolve(options.to)
     auto = options.bitrate_bps is None
-    config = SessionConfig(congestion="gcc") if auto else SessionConfig()
+    # Probe at least every VIDEO_MAX_RTO_S through an outage, so the stream resumes that soon
+    # after the link returns (the default backs off to 2 s).
+    config = SessionConfig(congestion="gcc" if auto else "newreno", max_rto_s=VIDEO_MAX_RTO_S)
     try:
         session = await transport.connect(addr, config)
     except transport.HandshakeTimeoutError as exc:

@@ -46,6 +46,12 @@ VIDEO_SHARE = 0.85
 packet headers, parity and repairs (bench.recovery: parity costs up to 20 % at 5 % loss)."""
 BITRATE_STEP = 0.05
 """The encoder is retargeted when the wanted rate moved by more than this share."""
+VIDEO_MAX_RTO_S = 0.25
+"""For a video session's ``SessionConfig.max_rto_s``: through an outage the sender probes at
+least this often, so the stream resumes that soon after the link returns (the default backs
+off to 2 s)."""
+KEYFRAME_DEADLINE_FACTOR = 4.0
+"""A keyframe's deadline is this times the other frames'."""
 REOPEN_HEADROOM = 2.0
 """After a reopen, the encoder's VBV peak is this times the wanted rate."""
 REOPEN_BELOW = 3.0
@@ -248,7 +254,12 @@ class VideoSender:
 
     def _send(self, frame: EncodedFrame) -> None:
         data = pack_frame(dataclasses.replace(frame, send_ns=time.monotonic_ns()))
-        self._transport.send(data, channel=self._channel, deadline_s=self._deadline_s)
+        deadline = self._deadline_s
+        if deadline is not None and frame.keyframe:
+            # A keyframe is what ends a receiver's wait after a loss, and several times the
+            # size of other frames: after an outage, with the window shrunk, it needs longer.
+            deadline *= KEYFRAME_DEADLINE_FACTOR
+        self._transport.send(data, channel=self._channel, deadline_s=deadline)
         self._frames_sent += 1
         self._keyframes_sent += frame.keyframe
         self._bytes_sent += len(data)
@@ -275,6 +286,9 @@ class ReceiverStats:
     """Frames older than one already received (dropped: their successors are decoded)."""
     keyframes_received: int
     keyframe_requests: int
+    frames_skipped: int
+    """Frames not decoded while waiting for a keyframe after a loss (their references may
+    be broken)."""
     transport_latency_ms: dict[str, float | None]
     decode_ms: dict[str, float | None]
     frame_latency_ms: dict[str, float | None]
@@ -339,6 +353,7 @@ class VideoReceiver:
         self._late = 0
         self._keyframes = 0
         self._requests = 0
+        self._skipped = 0
         self._transport_ms: deque[float] = deque(maxlen=max_samples)
         self._decode_ms: deque[float] = deque(maxlen=max_samples)
         self._frame_ms: deque[float] = deque(maxlen=max_samples)
@@ -370,6 +385,7 @@ class VideoReceiver:
             frames_late=self._late,
             keyframes_received=self._keyframes,
             keyframe_requests=self._requests,
+            frames_skipped=self._skipped,
             transport_latency_ms=percentiles(_tail(self._transport_ms, recent)),
             decode_ms=percentiles(_tail(self._decode_ms, recent)),
             frame_latency_ms=percentiles(_tail(self._frame_ms, recent)),
@@ -471,6 +487,12 @@ class VideoReceiver:
             if len(sent_s) > 1024:  # bounded: pictures come out within a few frames
                 del sent_s[min(sent_s)]
         if not self._in_sequence(frame):
+            return
+        if self._awaiting_keyframe and not frame.keyframe:
+            # A frame is missing (or failed to decode): until a keyframe comes, this frame's
+            # references may be broken and its picture garbage. Not shown, not decoded.
+            self._skipped += 1
+            self._request_keyframe()  # again, at most every keyframe_retry_s
             return
         self._decode(frame)
 

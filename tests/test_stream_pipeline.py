@@ -111,7 +111,9 @@ async def _test_one_second_of_video_end_to_end() -> None:
     assert sent.bytes_sent == received.bytes_received
     assert sent.encode_ms["p50"] is not None and sent.encode_ms["p50"] > 0
     assert 3 <= len(snapshots) <= 4
-    assert all(channel == 3 and deadline == 0.1 for channel, deadline in send_end.sent)
+    # Keyframes get four times the deadline: they end a receiver's wait after a loss.
+    assert [deadline for _, deadline in send_end.sent] == [0.4] + [0.1] * (sent.frames_sent - 1)
+    assert all(channel == 3 for channel, _ in send_end.sent)
 
     indices = [index for index, _ in sink.pictures]
     assert indices == list(range(sent.frames_sent))
@@ -152,7 +154,10 @@ async def _test_lost_frame_asks_for_a_keyframe_once_and_recovers() -> None:
     assert stats.frames_missing == 2
     assert stats.keyframe_requests == len(requests) == 1
     assert stats.keyframes_received == 2  # the first frame and the requested one
-    assert sink.frames == stats.frames_decoded == stats.frames_received
+    # Frame 5 references the lost frame 4: it is not decoded (its picture would be garbage)
+    # and the picture resumes with the keyframe after it.
+    assert stats.frames_skipped == 1
+    assert sink.frames == stats.frames_decoded == stats.frames_received - 1
 
 
 def test_receiver_counts_bad_and_foreign_messages_and_stops_on_event() -> None:
