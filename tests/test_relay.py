@@ -303,8 +303,19 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *words: str)
         ((*RELAY_ARGS, "--trace", "/nonexistent"), ("/nonexistent",)),
         ((*RELAY_ARGS, "--loss-pct", "150"), ("loss",)),
         ((*RELAY_ARGS, "--queue-packets", "5"), ("queue_packets",)),
+        ((*RELAY_ARGS, "--blackout", "2/1"), ("--blackout", "before the start")),
+        ((*RELAY_ARGS, "--blackout", "2"), ("--blackout",)),
     ],
-    ids=["listen", "spike", "burst", "trace", "loss", "queue-without-rate"],
+    ids=[
+        "listen",
+        "spike",
+        "burst",
+        "trace",
+        "loss",
+        "queue-without-rate",
+        "blackout-backwards",
+        "blackout-one-number",
+    ],
 )
 def test_cli_errors_are_one_line(args: tuple[str, ...], words: tuple[str, ...]) -> None:
     assert_one_line_error(framewire_impair(*args), *words)
@@ -452,3 +463,16 @@ def test_sigterm_between_send_and_count_keeps_the_count() -> None:
         assert target.recv(64) == b"counted?"  # it did go out
     summary = json.loads(out.getvalue())
     assert summary["forward"]["sent"] == 1
+
+
+def test_blackouts_apply_to_both_directions_or_one() -> None:
+    import argparse
+
+    from bench.relay import add_link_arguments, link_from_args
+
+    parser = argparse.ArgumentParser()
+    add_link_arguments(parser)
+    link = link_from_args(parser.parse_args(["--blackout", "1/1.5", "--blackout", "3/4"]))
+    assert link.forward.blackouts == link.reverse.blackouts == ((1.0, 1.5), (3.0, 4.0))
+    link = link_from_args(parser.parse_args(["--fwd-blackout", "2/2.5"]))
+    assert link.forward.blackouts == ((2.0, 2.5),) and link.reverse.blackouts == ()
