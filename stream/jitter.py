@@ -111,6 +111,10 @@ class JitterConfig:
     drift_window_s: float = 30.0
     max_skew: float = 0.001
     """Clock drift larger than this (1000 ppm) is taken as path change, not drift."""
+    max_playout_s: float = 1.0
+    """smooth: the playout delay never goes above this: frames later than that are late (a
+    link that holds packets for seconds would otherwise leave seconds of standing delay,
+    shed at ``max_rate_change``)."""
     max_frames: int = 512
     """Frames held at most; beyond that the oldest is dropped (``overflow``)."""
 
@@ -121,7 +125,7 @@ class JitterConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise StreamUsageError(f"{name} must be finite and >= 0")
-        for name in ("history_s", "bucket_s", "drift_window_s"):
+        for name in ("history_s", "bucket_s", "drift_window_s", "max_playout_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise StreamUsageError(f"{name} must be finite and > 0")
@@ -387,7 +391,9 @@ class JitterBuffer(Generic[P]):
         if late and smooth and not planned and excess > self._target(now):
             # Trouble that neither the distribution nor a predicted spike explains: grow at
             # once to cover it.
-            self._playout_s = excess + self.path_delay_s + self._config.margin_s
+            self._playout_s = min(
+                excess + self.path_delay_s + self._config.margin_s, self._config.max_playout_s
+            )
         self._frames[index] = _Frame(index, sent_s, now, payload, late)
         if len(self._frames) > self._config.max_frames:
             oldest = min(self._frames)
@@ -487,7 +493,11 @@ class JitterBuffer(Generic[P]):
 
     def _target(self, now: float) -> float:
         """smooth: the playout delay the recent delays ask for, raised ahead of and through
-        each predicted spike (ramps at ``max_rate_change``, so the playout only slows)."""
+        each predicted spike (ramps at ``max_rate_change``, so the playout only slows), never
+        above ``max_playout_s``."""
+        return min(self._planned_target(now), self._config.max_playout_s)
+
+    def _planned_target(self, now: float) -> float:
         low = self._base_target(now)
         if not self._spikes.known:
             return low

@@ -265,3 +265,22 @@ def test_config_is_validated() -> None:
             JitterConfig(**kwargs)  # type: ignore[arg-type]
     with pytest.raises(StreamUsageError):
         JitterBuffer("smooth", path_delay_s=-1)
+
+
+def test_smooth_never_carries_more_than_its_ceiling() -> None:
+    """A link that holds frames for 3 s: smooth waits at most max_playout_s (those frames are
+    late), instead of keeping seconds of standing delay to shed at a few percent."""
+
+    def delay(i: int, t: float) -> float:
+        return 3.0 if 5 <= t < 6 else 0.01
+
+    jb: JitterBuffer[None] = JitterBuffer("smooth", path_delay_s=0.01)
+    out = released(play(jb, stream(20, delay)))
+    assert max(r.scheduled_s - arrivals_sent for r, arrivals_sent in _sent(out)) <= 1.0 + 1e-6
+    assert jb.stats(30.0).late_frames >= 25  # the held second's frames came after 1 s
+    tail = [r.playout_delay_s for r in out if r.released_s > 18]
+    assert max(tail) < 0.6  # and it comes back down at 5 %/s
+
+
+def _sent(out: list[FrameReleased[None]]) -> list[tuple[FrameReleased[None], float]]:
+    return [(r, r.index * INTERVAL) for r in out]
