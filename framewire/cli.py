@@ -48,6 +48,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 128 + 15
 PROG = "framewire"
+DEFAULT_SIZE = (1280, 720)
 LOOPS = ("auto", "uvloop", "asyncio")
 
 T = TypeVar("T")
@@ -208,7 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     def video_flags(command: argparse.ArgumentParser) -> None:
         command.add_argument(
-            "--size", type=parse_size, default=(1280, 720), metavar="WxH", help="default 1280x720"
+            "--size",
+            type=parse_size,
+            metavar="WxH",
+            help="default 1280x720 (a file source: the file's size)",
         )
         command.add_argument("--fps", type=parse_fps, default=30.0, help="1..240, default 30")
         command.add_argument(
@@ -251,6 +255,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="playout: realtime (lowest delay, late frames dropped), smooth (few stalls, "
         "delay as low as that allows; the default) or fixed:MS (MS after the sender)",
     )
+    receive.add_argument(
+        "--sink",
+        default="discard",
+        metavar="discard|FILE",
+        help="where the pictures go: discard (the default) or a video file (MP4, MKV, ... "
+        "by extension), written with libx264",
+    )
+    receive.add_argument(
+        "--sink-fps",
+        type=parse_fps,
+        default=30.0,
+        metavar="N",
+        help="the frame rate a file sink is written at (default 30)",
+    )
     receive.add_argument("--frame-log", action="store_true", help=argparse.SUPPRESS)
     output_flags(receive, child=True)
     receive.set_defaults(run=_cmd_receive)
@@ -258,9 +276,18 @@ def build_parser() -> argparse.ArgumentParser:
     send = commands.add_parser(
         "send",
         parents=[loop_again],
-        help="send a synthetic test pattern as H.264",
-        description="Connect to a receiver and send an H.264 test pattern, then close.",
+        help="send a test pattern or a video file as H.264",
+        description="Connect to a receiver and send H.264 video (the test pattern or a "
+        "file), then close.",
     )
+    send.add_argument(
+        "--source",
+        default="testsrc",
+        metavar="testsrc|FILE",
+        help="testsrc (a moving pattern with the frame number in its pixels; the default) "
+        "or a video file, played in real time",
+    )
+    send.add_argument("--repeat", action="store_true", help="start a file source again at its end")
     send.add_argument("--to", type=parse_destination, required=True, metavar="HOST:PORT")
     send.add_argument(
         "--seconds", type=parse_seconds, help="how long to send (default: until Ctrl-C)"
@@ -457,6 +484,8 @@ def _cmd_receive(args: argparse.Namespace) -> int:
         accept_timeout_s=args.accept_timeout,
         frame_log=args.frame_log,
         jitter=args.jitter,
+        sink=args.sink,
+        sink_fps=args.sink_fps,
     )
     requested_port = args.listen[1]
 
@@ -482,10 +511,12 @@ def _cmd_receive(args: argparse.Namespace) -> int:
 def _cmd_send(args: argparse.Namespace) -> int:
     from framewire import video
 
-    _check_pattern_size("send", args.size)
+    pattern = args.source == "testsrc"
+    if pattern:
+        _check_pattern_size("send", args.size or DEFAULT_SIZE)
     if args.parent_pipe:
         _exit_with_parent()
-    width, height = args.size
+    width, height = args.size or DEFAULT_SIZE
     options = video.SendOptions(
         to=args.to,
         seconds=args.seconds,
@@ -494,6 +525,9 @@ def _cmd_send(args: argparse.Namespace) -> int:
         fps=args.fps,
         bitrate_bps=args.bitrate,
         frame_deadline_s=args.frame_deadline,
+        source=args.source,
+        loop=args.repeat,
+        scale=args.size is not None,
     )
     progress = _Progress(args, send_progress)
     try:
@@ -508,8 +542,8 @@ def _cmd_send(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from framewire.demo import DemoOptions, run_demo
 
-    _check_pattern_size("demo", args.size)
-    width, height = args.size
+    _check_pattern_size("demo", args.size or DEFAULT_SIZE)
+    width, height = args.size or DEFAULT_SIZE
     options = DemoOptions(
         seconds=args.seconds,
         width=width,

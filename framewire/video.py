@@ -30,9 +30,12 @@ from stream import (
     DecodedPicture,
     DiscardSink,
     EncoderConfig,
+    FileSink,
+    FileSource,
     H264Decoder,
     H264Encoder,
     SenderStats,
+    StreamUsageError,
     SyntheticSource,
     VideoReceiver,
     VideoSender,
@@ -106,6 +109,12 @@ class SendOptions:
     """None: follow the transport's delay-based rate control (gcc), up to AUTO_MAX_BPS."""
     frame_deadline_s: float = DEFAULT_FRAME_DEADLINE_S
     video_channel: int = VIDEO_CHANNEL
+    source: str = "testsrc"
+    """``testsrc`` or the path of a video file."""
+    loop: bool = False
+    """A file source starts again at its end."""
+    scale: bool = True
+    """A file source is scaled to width x height (else it keeps its own size and rate)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,6 +130,9 @@ class ReceiveOptions:
     """Add ``frame_log`` (index, latency ms per decoded frame) to the result."""
     jitter: str = "smooth"
     """The jitter buffer's mode: realtime, smooth or fixed:MS."""
+    sink: str = "discard"
+    """``discard`` or the path of a video file to write."""
+    sink_fps: float = 30.0
 
 
 def format_addr(addr: Address) -> str:
@@ -257,7 +269,9 @@ async def _receive_video(
                 KEYFRAME_REQUEST, channel=CONTROL_CHANNEL, deadline_s=KEYFRAME_REQUEST_DEADLINE_S
             )
 
-    sink = DiscardSink()
+    sink: DiscardSink | FileSink = (
+        DiscardSink() if options.sink == "discard" else FileSink(options.sink, options.sink_fps)
+    )
     jitter: JitterBuffer[DecodedPicture] = JitterBuffer(options.jitter)
     receiver = VideoReceiver(
         session,
@@ -311,6 +325,8 @@ async def _receive_video(
         if reporter is not None:
             reporter.cancel()
             await asyncio.gather(reporter, return_exceptions=True)
+        if isinstance(sink, FileSink):
+            sink.close()
     elapsed = time.monotonic() - start
     kbps = stats.bytes_received * 8 / elapsed / 1000 if elapsed > 0 else None
     closed = session.closed
@@ -359,13 +375,25 @@ async def send(options: SendOptions, *, on_progress: Progress | None = None) -> 
 
     Raises :class:`transport.TransportError` (no listener, session lost) and ValueError.
     """
-    # Built before connecting: a size the source or encoder refuses fails without traffic.
-    source = SyntheticSource(options.width, options.height, options.fps)
+    # Built before connecting: a file or size the source or encoder refuses fails without
+    # traffic.
+    source: SyntheticSource | FileSource
+    if options.source == "testsrc":
+        source = SyntheticSource(options.width, options.height, options.fps)
+    else:
+        try:
+            source = FileSource(
+                options.source,
+                loop=options.loop,
+                size=(options.width, options.height) if options.scale else None,
+            )
+        except StreamUsageError as exc:
+            raise CommandError(f"send: --source: {exc}") from None
     encoder = H264Encoder(
         EncoderConfig(
-            width=options.width,
-            height=options.height,
-            fps=options.fps,
+            width=source.width,
+            height=source.height,
+            fps=1 / source.interval_s,
             bitrate_bps=AUTO_MAX_BPS if options.bitrate_bps is None else options.bitrate_bps,
             # auto: keyframes bounded by a quarter second of the rate (the VBV follows it)
             vbv_buffer_s=AUTO_VBV_S if options.bitrate_bps is None else 0.5,
@@ -394,7 +422,7 @@ async def send(options: SendOptions, *, on_progress: Progress | None = None) -> 
 
 async def _send_video(
     session: AsyncSession,
-    source: SyntheticSource,
+    source: SyntheticSource | FileSource,
     encoder: H264Encoder,
     options: SendOptions,
     on_progress: Progress | None,
@@ -466,7 +494,8 @@ async def _send_video(
     return {
         "role": "send",
         "to": format_addr(session.peer_addr),
-        "size": f"{options.width}x{options.height}",
+        "size": f"{source.width}x{source.height}",
+        "source": options.source,
         "fps_target": options.fps,
         "bitrate_target_kbps": "auto"
         if options.bitrate_bps is None

@@ -1,7 +1,8 @@
 """framewire video: frames and their wire header, sources, H.264 codec, sinks, pipelines."""
 
 from stream.codec import DecodedPicture, EncoderConfig, H264Decoder, H264Encoder
-from stream.errors import FrameDecodeError, StreamError, StreamUsageError
+from stream.errors import FrameDecodeError, SourceEnded, StreamError, StreamUsageError
+from stream.files import FileSink, FileSource
 from stream.frames import HEADER_SIZE, MAX_DIMENSION, EncodedFrame, pack_frame, unpack_frame
 from stream.pipeline import (
     FrameTransport,
@@ -23,6 +24,8 @@ __all__ = [
     "DiscardSink",
     "EncodedFrame",
     "EncoderConfig",
+    "FileSink",
+    "FileSource",
     "FrameDecodeError",
     "FrameTransport",
     "H264Decoder",
@@ -31,6 +34,7 @@ __all__ = [
     "ReceiverStats",
     "SenderStats",
     "Sink",
+    "SourceEnded",
     "StreamError",
     "StreamUsageError",
     "SyntheticSource",

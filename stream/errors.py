@@ -18,3 +18,7 @@ class FrameDecodeError(StreamError):
 
 class StreamUsageError(StreamError):
     """The API was called with arguments or in a state it does not support."""
+
+
+class SourceEnded(StreamError):
+    """The source has no more pictures (the end of a file that does not loop)."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from stream.codec import DecodedPicture, H264Decoder, H264Encoder
-from stream.errors import FrameDecodeError, StreamUsageError
+from stream.errors import FrameDecodeError, SourceEnded, StreamUsageError
 from stream.frames import EncodedFrame, pack_frame, unpack_frame
 from stream.jitter import FrameDropped, FrameReleased, JitterBuffer, Stall
 from stream.sink import Sink
@@ -182,7 +182,8 @@ class VideoSender:
         *,
         stats_interval_s: float = 1.0,
     ) -> SenderStats:
-        """Send frames for ``seconds``, calling ``on_stats`` every ``stats_interval_s``.
+        """Send frames for ``seconds`` (or until the source ends), calling ``on_stats``
+        every ``stats_interval_s``.
 
         Ticks are absolute (start + n * interval), so wake-up lateness does not accumulate
         into drift. When the loop falls more than a frame behind, the missed ticks are
@@ -215,7 +216,10 @@ class VideoSender:
                     if target >= end:
                         break
                 self._tick_late_ms.append((now - target) * 1e3)
-                self._send_next()
+                try:
+                    self._send_next()
+                except SourceEnded:
+                    break  # a file that does not loop: the stream ends with it
                 tick += 1
                 if on_stats is not None and now >= next_report:
                     next_report += stats_interval_s * (1 + (now - next_report) // stats_interval_s)

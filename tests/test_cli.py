@@ -105,6 +105,7 @@ def read_listening_port(proc: subprocess.Popen[str], timeout_s: float = 15) -> i
         (["send", "--to", "localhost"], "HOST:PORT"),
         (["send", "--to", "127.0.0.1:0"], "port 0"),
         (["receive", "--listen", "127.0.0.1:70000"], "HOST:PORT"),
+        (["receive", "--listen", "127.0.0.1:0", "--jitter", "fixed:x"], "fixed:MS"),
         (["--loop", "twisted", "demo"], "--loop"),
         (["bench", "--loop", "twisted"], "--loop"),
         ([], "COMMAND"),
@@ -136,9 +137,15 @@ def test_parse_size(text: str, expected: tuple[int, int]) -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("4M", 4_000_000), ("800k", 800_000), ("2500000", 2_500_000), ("1.5M", 1_500_000)],
+    [
+        ("4M", 4_000_000),
+        ("800k", 800_000),
+        ("2500000", 2_500_000),
+        ("1.5M", 1_500_000),
+        ("auto", None),
+    ],
 )
-def test_parse_bitrate(text: str, expected: int) -> None:
+def test_parse_bitrate(text: str, expected: int | None) -> None:
     assert parse_bitrate(text) == expected
 
 
@@ -442,3 +449,9 @@ def test_bench_table_renders_every_figure() -> None:
     }
     text = "\n".join(bench_table(report))
     assert "AEAD floor p50" in text and "3.00x" in text and "goodput 0.50x" in text
+
+
+def test_send_from_a_missing_file_is_one_line() -> None:
+    result = run("send", "--to", "127.0.0.1:9", "--source", "/nonexistent/film.mp4")
+    assert result.returncode == 1, result
+    assert_one_error_line(result.stderr, "--source", "/nonexistent/film.mp4")
