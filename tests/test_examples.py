@@ -19,9 +19,11 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
         ("async_messages.py", ["--count", "50"], "in order=True"),
         ("game_tick.py", ["--ticks", "90", "--hz", "60"], "score events"),
         ("bad_link.py", ["--scenario", "lan", "--seconds", "1"], "through the relay: 60 of 60"),
+        ("stream_video.py", ["--seconds", "2", "--out", "{tmp}/shown.mkv"], "; wrote "),
     ],
 )
-def test_example_runs(script: str, args: list[str], expect: str) -> None:
+def test_example_runs(script: str, args: list[str], expect: str, tmp_path: Path) -> None:
+    args = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / script), *args],
         capture_output=True,
