@@ -351,6 +351,8 @@ async def _receive_video(
         "bytes_received": stats.bytes_received,
         "bitrate_kbps": _r(kbps, 1),
         "frame_latency_ms": stats.frame_latency_ms,
+        "glass_to_glass_ms": stats.pixel_latency_ms,
+        "stamp_error_ms": stats.stamp_error_ms,
         "jitter": stats.jitter,
         "playout_delay_ms": stats.playout_delay_ms,
         "late_frames": stats.late_frames,

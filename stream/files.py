@@ -85,9 +85,10 @@ class FileSource:
     def interval_s(self) -> float:
         return 1.0 / self._fps
 
-    def frame(self, index: int) -> YuvFrame:
+    def frame(self, index: int, capture_ns: int | None = None) -> YuvFrame:
         """Picture ``index``: the pictures before it that were not asked for are skipped
-        (decoded and dropped). Indices must not go back."""
+        (decoded and dropped). Indices must not go back. A film is not drawn on:
+        ``capture_ns`` is not used."""
         if index < self._next:
             raise StreamUsageError(f"a file plays forward: asked for {index} after {self._next}")
         while True:

@@ -26,6 +26,7 @@ from stream.frames import EncodedFrame, pack_frame, unpack_frame
 from stream.jitter import FrameDropped, FrameReleased, JitterBuffer, Stall
 from stream.sink import Sink
 from stream.source import VideoSource
+from stream.stamp import read_time
 from stream.stats import percentiles
 
 __all__ = [
@@ -249,8 +250,8 @@ class VideoSender:
 
     def _send_next(self) -> None:
         self._follow_bitrate()
-        yuv = self._source.frame(self._encoder.next_index)
         capture_ns = time.monotonic_ns()
+        yuv = self._source.frame(self._encoder.next_index, capture_ns)
         frames = self._encoder.encode(yuv, capture_ns)
         self._encode_ms.append(_ms(time.monotonic_ns() - capture_ns))
         for frame in frames:
@@ -296,6 +297,10 @@ class ReceiverStats:
     transport_latency_ms: dict[str, float | None]
     decode_ms: dict[str, float | None]
     frame_latency_ms: dict[str, float | None]
+    pixel_latency_ms: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    """Capture to shown, from the capture time drawn in the pixels (test pattern only)."""
+    stamp_error_ms: float | None = None
+    """The largest difference between the pixels' capture time and the frame header's."""
     jitter: str | None = None
     """The jitter buffer's mode, or None when pictures go to the sink as they are decoded."""
     playout_delay_ms: dict[str, float | None] = dataclasses.field(default_factory=dict)
@@ -365,6 +370,8 @@ class VideoReceiver:
         self._jitter = jitter
         self._sent_s: dict[int, float] = {}  # frame index -> sender hand-off, for the buffer
         self._playout_ms: deque[float] = deque(maxlen=max_samples)
+        self._pixel_ms: deque[float] = deque(maxlen=max_samples)
+        self._stamp_error_ms = 0.0
         self._timer: asyncio.TimerHandle | None = None
 
     @property
@@ -393,6 +400,8 @@ class VideoReceiver:
             transport_latency_ms=percentiles(_tail(self._transport_ms, recent)),
             decode_ms=percentiles(_tail(self._decode_ms, recent)),
             frame_latency_ms=percentiles(_tail(self._frame_ms, recent)),
+            pixel_latency_ms=percentiles(_tail(self._pixel_ms, recent)),
+            stamp_error_ms=round(self._stamp_error_ms, 3) if self._pixel_ms else None,
         )
         jitter = self._jitter
         if jitter is None:
@@ -538,9 +547,18 @@ class VideoReceiver:
             self._play()
 
     def _show(self, picture: DecodedPicture) -> None:
-        latency_ms = _ms(time.monotonic_ns() - picture.capture_ns)
+        now_ns = time.monotonic_ns()
+        latency_ms = _ms(now_ns - picture.capture_ns)
         self._frame_ms.append(latency_ms)
         self._frame_log.append((picture.index, latency_ms))
+        # The capture time drawn in the pixels (the synthetic source's time stamp): latency
+        # read from the picture alone, and how far it is from the frame header's.
+        pixel_ns = read_time(picture.luma, picture.capture_ns)
+        if pixel_ns is not None:
+            self._pixel_ms.append(_ms(now_ns - pixel_ns))
+            self._stamp_error_ms = max(
+                self._stamp_error_ms, abs(_ms(pixel_ns - picture.capture_ns))
+            )
         self._sink.consume(picture)
 
     def _play(self) -> None:

@@ -14,7 +14,14 @@ import numpy as np
 import numpy.typing as npt
 
 from stream.frames import MAX_DIMENSION
-from stream.stamp import STAMP_HEIGHT_PX, STAMP_WIDTH_PX, read_stamp, stamp_index
+from stream.stamp import (
+    STAMP_HEIGHT_PX,
+    STAMP_WIDTH_PX,
+    has_time_stamp_room,
+    read_stamp,
+    stamp_index,
+    stamp_time,
+)
 
 __all__ = ["SyntheticSource", "VideoSource", "read_stamp", "stamp_index"]
 
@@ -39,8 +46,9 @@ class VideoSource(Protocol):
         """Time between frames, 1 / fps."""
         ...
 
-    def frame(self, index: int) -> YuvFrame:
-        """Return picture number ``index`` as a fresh yuv420p array the caller may keep."""
+    def frame(self, index: int, capture_ns: int | None = None) -> YuvFrame:
+        """Return picture number ``index`` as a fresh yuv420p array the caller may keep.
+        ``capture_ns``: when it is taken (a source that can draws it into the pixels)."""
         ...
 
 
@@ -138,8 +146,10 @@ class SyntheticSource:
         """Time between frames, 1 / fps."""
         return 1.0 / self._fps
 
-    def frame(self, index: int) -> YuvFrame:
-        """Return picture number ``index`` (a fresh array) with ``index`` stamped in it."""
+    def frame(self, index: int, capture_ns: int | None = None) -> YuvFrame:
+        """Return picture number ``index`` (a fresh array) with ``index`` stamped in it, and
+        ``capture_ns`` too when given and the picture is wide enough (see
+        :func:`stream.stamp.stamp_time`)."""
         w, h = self._width, self._height
         out = np.empty((h * 3 // 2, w), dtype=np.uint8)
         ox = (index * _PAN_X_PX) % _TILE_PX
@@ -165,6 +175,11 @@ class SyntheticSource:
             by = STAMP_HEIGHT_PX + _bounce(index * _BOX_STEP_PX, self._box_span_y)
             y_plane[by : by + _BOX_PX, bx : bx + _BOX_PX] = 220
         stamp_index(y_plane, index)
+        if capture_ns is not None and has_time_stamp_room(w):
+            left = (w - STAMP_WIDTH_PX) // 16 * 16
+            for chroma in (u_plane, v_plane):
+                chroma[:_STAMP_CHROMA_ROWS, left // 2 : left // 2 + _STAMP_CHROMA_COLS] = 128
+            stamp_time(y_plane, capture_ns)
         return out
 
     def frames(self, count: int | None = None, *, start: int = 0) -> Iterator[YuvFrame]:

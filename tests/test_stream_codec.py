@@ -252,3 +252,24 @@ def test_intra_refresh_has_no_periodic_keyframe_bursts() -> None:
     decoder = H264Decoder()
     pictures = [p for f in frames for p in decoder.decode(f)]
     assert [read_stamp(p.luma) for p in pictures] == [p.index for p in pictures]
+
+
+def test_capture_time_in_the_pixels_survives_encode_decode() -> None:
+    """The test pattern draws the capture time too (pictures >= 512 px wide): read back from
+    the decoded picture it matches to the stamp's 10 us unit, and unwraps across the 11.9 h
+    wrap of its 32 bits."""
+    from stream.stamp import TIME_UNIT_NS, TIME_WRAP_NS, read_time
+
+    source = SyntheticSource(1280, 720, 30)
+    encoder = encoder_for(source, bitrate_bps=1_000_000)
+    decoder = H264Decoder()
+    base = 5 * TIME_WRAP_NS - 7 * TIME_UNIT_NS  # the stamps wrap during these frames
+    for i in range(10):
+        capture = base + i * 33_333_333
+        frames = encoder.encode(source.frame(i, capture), capture)
+        (picture,) = [p for f in frames for p in decoder.decode(f)]
+        assert read_stamp(picture.luma) == i
+        got = read_time(picture.luma, near_ns=capture + 50_000_000)
+        assert got is not None and abs(got - capture) < TIME_UNIT_NS
+    narrow = SyntheticSource(320, 240, 30).frame(0, 123_456_789)
+    assert read_time(narrow[:240], near_ns=0) is None  # no room: not drawn, not read

@@ -221,7 +221,7 @@ class StallingSource:
         self._inner = inner
         self.width, self.height, self.interval_s = inner.width, inner.height, inner.interval_s
 
-    def frame(self, index: int) -> YuvFrame:
+    def frame(self, index: int, capture_ns: int | None = None) -> YuvFrame:
         if index == 3:
             time.sleep(0.15)
         return self._inner.frame(index)
