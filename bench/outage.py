@@ -68,7 +68,7 @@ class _Shown:
     def consume(self, picture: DecodedPicture) -> None:
         shown = time.monotonic()
         luma = picture.luma
-        original = self._source.frame(picture.index)[: luma.shape[0], : luma.shape[1]]
+        original = self._source.frame(picture.index, picture.capture_ns)[: luma.shape[0]]
         error = float(np.mean((luma.astype(np.float32) - original) ** 2))
         psnr = 99.0 if error == 0 else 10 * math.log10(255**2 / error)
         ok = read_stamp(luma) == picture.index and psnr >= MIN_PSNR_DB
