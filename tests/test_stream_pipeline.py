@@ -369,3 +369,29 @@ async def _test_sender_aims_the_encoder_at_its_share_of_the_transport_target() -
     await sender.run(0.1)
     assert sender.stats().encoder_bitrate_bps == 595_000
     assert encoder.config.bitrate_bps == 1_020_000
+
+
+def test_pictures_are_made_and_encoded_off_the_event_loop() -> None:
+    asyncio.run(_test_pictures_are_made_and_encoded_off_the_event_loop())
+
+
+async def _test_pictures_are_made_and_encoded_off_the_event_loop() -> None:
+    import threading
+
+    loop_thread = threading.current_thread()
+    threads: set[threading.Thread] = set()
+
+    class Watched(SyntheticSource):
+        def frame(self, index: int, capture_ns: int | None = None) -> YuvFrame:
+            threads.add(threading.current_thread())
+            return super().frame(index, capture_ns)
+
+    send_end, _ = transport_pair()
+    sender = make_sender(send_end, Watched(320, 180, 30))
+    stats = await sender.run(0.2)
+    assert stats.frames_sent >= 5
+    assert threads and loop_thread not in threads
+    inline = make_sender(send_end, Watched(320, 180, 30), encode_in_thread=False)
+    threads.clear()
+    await inline.run(0.1)
+    assert threads == {loop_thread}
