@@ -42,12 +42,11 @@ from stream import (
     read_stamp,
 )
 from stream.jitter import JitterBuffer
-from stream.pipeline import VIDEO_MAX_RTO_S
+from stream.pipeline import KEYFRAME_REQUEST, KEYFRAME_REQUEST_DEADLINE_S, VIDEO_MAX_RTO_S
 from transport.config import RELIABLE, SessionConfig
 
 VIDEO = RELIABLE
 CONTROL = RELIABLE
-KEYFRAME_REQUEST = b"KEY"
 DELAY_MS = 10
 
 
@@ -95,7 +94,9 @@ async def measure(
         def ask() -> None:
             requests["n"] += 1
             with contextlib.suppress(transport.TransportError):
-                server.send(KEYFRAME_REQUEST, channel=CONTROL, deadline_s=1.0)
+                server.send(
+                    KEYFRAME_REQUEST, channel=CONTROL, deadline_s=KEYFRAME_REQUEST_DEADLINE_S
+                )
 
         receiver = VideoReceiver(
             server,

@@ -31,10 +31,8 @@ from stream import (
     VideoSender,
 )
 from stream.jitter import JitterBuffer
-from stream.pipeline import VIDEO_MAX_RTO_S
+from stream.pipeline import KEYFRAME_REQUEST, KEYFRAME_REQUEST_DEADLINE_S, VIDEO_MAX_RTO_S
 from transport import RELIABLE, SessionConfig
-
-KEYFRAME = b"KEY"
 
 
 async def main(file: Path | None, seconds: float, out: Path) -> int:
@@ -65,7 +63,7 @@ async def main(file: Path | None, seconds: float, out: Path) -> int:
 
     async def keyframe_requests() -> None:
         async for message in sender_session:
-            if message.data == KEYFRAME:
+            if message.data == KEYFRAME_REQUEST:
                 sender.request_keyframe()
 
     # The receiving side: decoder, jitter buffer, sink; keyframe requests go back.
@@ -76,7 +74,9 @@ async def main(file: Path | None, seconds: float, out: Path) -> int:
         H264Decoder(),
         sink,
         channel=RELIABLE,
-        on_keyframe_needed=lambda: receiver_session.send(KEYFRAME, deadline_s=1.0),
+        on_keyframe_needed=lambda: receiver_session.send(
+            KEYFRAME_REQUEST, deadline_s=KEYFRAME_REQUEST_DEADLINE_S
+        ),
         jitter=jitter,
     )
 

@@ -41,7 +41,7 @@ from stream import (
     VideoSender,
 )
 from stream.jitter import JitterBuffer
-from stream.pipeline import VIDEO_MAX_RTO_S
+from stream.pipeline import KEYFRAME_REQUEST, KEYFRAME_REQUEST_DEADLINE_S, VIDEO_MAX_RTO_S
 from transport import AsyncListener, AsyncSession, Closed, LinkStats, SessionConfig, SessionStats
 from transport.config import RELIABLE, UNRELIABLE
 
@@ -79,11 +79,8 @@ Progress = Callable[[dict[str, Any]], None]
 # a keyframe. Links whose RTT nears the frame interval would want FEC instead.
 VIDEO_CHANNEL = RELIABLE
 CONTROL_CHANNEL = RELIABLE
-KEYFRAME_REQUEST = b"KEY"
 DEFAULT_FRAME_DEADLINE_S = 0.1
 """Three frame intervals at 30 fps: room for a repair or two at LAN round-trip times."""
-KEYFRAME_REQUEST_DEADLINE_S = 1.0
-"""A request older than this is stale: the receiver asks again every 0.5 s while it waits."""
 CLOSE_TIMEOUT_S = 3.0
 """Bound on a graceful close (the engine itself gives up flushing after 2 s)."""
 STATS_INTERVAL_S = 1.0

@@ -24,7 +24,7 @@ from typing import Protocol
 from stream.codec import DecodedPicture, H264Decoder, H264Encoder
 from stream.errors import FrameDecodeError, SourceEnded, StreamUsageError
 from stream.frames import EncodedFrame, pack_frame, unpack_frame
-from stream.jitter import FrameDropped, FrameReleased, JitterBuffer, Stall
+from stream.jitter import FrameReleased, JitterBuffer
 from stream.sink import Sink
 from stream.source import VideoSource
 from stream.stamp import read_time
@@ -48,6 +48,10 @@ VIDEO_SHARE = 0.85
 packet headers, parity and repairs (bench.recovery: parity costs up to 20 % at 5 % loss)."""
 BITRATE_STEP = 0.05
 """The encoder is retargeted when the wanted rate moved by more than this share."""
+KEYFRAME_REQUEST = b"KEY"
+"""What a receiver sends back (on a reliable control channel) to ask for a keyframe."""
+KEYFRAME_REQUEST_DEADLINE_S = 1.0
+"""A request older than this is stale: the receiver asks again every 0.5 s while it waits."""
 VIDEO_MAX_RTO_S = 0.25
 """For a video session's ``SessionConfig.max_rto_s``: through an outage the sender probes at
 least this often, so the stream resumes that soon after the link returns (the default backs
@@ -595,8 +599,7 @@ class VideoReceiver:
             if isinstance(event, FrameReleased):
                 self._playout_ms.append(event.playout_delay_s * 1000)
                 self._show(event.payload)
-            elif isinstance(event, (FrameDropped, Stall)):
-                pass  # counted by the buffer; stats() reads them there
+            # Drops and stalls are counted by the buffer; stats() reads them there.
         wake = jitter.next_wakeup(now)
         if wake is not None:
             loop = asyncio.get_running_loop()
