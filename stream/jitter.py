@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
@@ -202,7 +201,7 @@ class _Frame(Generic[P]):
 class _DelayBase:
     """Drift-compensated minimum of the relative one-way delay."""
 
-    __slots__ = ("_bucket_s", "_buckets", "_current", "_max_skew", "_window", "skew")
+    __slots__ = ("_bucket_s", "_buckets", "_current", "_floor", "_max_skew", "_window", "skew")
 
     _MAX_RESIDUAL_S = 0.002
 
@@ -212,6 +211,7 @@ class _DelayBase:
         self._buckets: deque[tuple[float, float]] = deque()  # (bucket start, min delay)
         self._current: tuple[float, float] | None = None
         self._max_skew = max_skew
+        self._floor = math.inf  # min over the closed buckets of (delay - skew x start)
         self.skew = 0.0
 
     def add(self, now: float, delay: float) -> None:
@@ -219,10 +219,13 @@ class _DelayBase:
         current = self._current
         if current is None or start > current[0]:
             if current is not None:
-                self._buckets.append(current)
-                if len(self._buckets) > self._window:
-                    self._buckets.popleft()
+                buckets = self._buckets
+                buckets.append(current)
+                if len(buckets) > self._window:
+                    buckets.popleft()
                 self._fit()
+                skew = self.skew
+                self._floor = min(d - skew * t for t, d in buckets)
             self._current = (start, delay)
         elif delay < current[1]:
             self._current = (current[0], delay)
@@ -244,15 +247,13 @@ class _DelayBase:
         self.skew = min(max(slope, -limit), limit)
 
     def value(self, now: float) -> float | None:
-        """The base delay projected to ``now``."""
-        points: Iterable[tuple[float, float]] = self._buckets
-        if self._current is not None:
-            points = [*self._buckets, self._current]
+        """The base delay projected to ``now``: the lowest bucket minimum moved along the
+        skew, ``min(delay + skew x (now - start))``."""
+        current = self._current
+        if current is None:
+            return None
         skew = self.skew
-        best = math.inf
-        for start, delay in points:
-            best = min(best, delay + skew * (now - start))
-        return None if best == math.inf else best
+        return min(self._floor, current[1] - skew * current[0]) + skew * now
 
 
 class _SpikePlan:
@@ -441,12 +442,10 @@ class JitterBuffer(Generic[P]):
         return due
 
     def stats(self, now: float) -> JitterStats:
-        playout = self._playout_s if self.mode.kind == "smooth" else None
+        playout: float | None = None
         if self.mode.kind == "fixed":
             playout = self.mode.fixed_s
-        elif self.mode.kind == "realtime":
-            playout = None
-        elif playout is not None:
+        elif self.mode.kind == "smooth" and self._playout_s is not None:
             self._advance(now)
             playout = self._playout_s
         return JitterStats(
@@ -495,10 +494,10 @@ class JitterBuffer(Generic[P]):
         """smooth: the playout delay the recent delays ask for, raised ahead of and through
         each predicted spike (ramps at ``max_rate_change``, so the playout only slows), never
         above ``max_playout_s``."""
-        return min(self._planned_target(now), self._config.max_playout_s)
+        return min(self._plan(now, self._base_target(now)), self._config.max_playout_s)
 
-    def _planned_target(self, now: float) -> float:
-        low = self._base_target(now)
+    def _plan(self, now: float, low: float) -> float:
+        """``low`` raised for the predicted spikes around ``now``."""
         if not self._spikes.known:
             return low
         high = low + self._spikes.extra_s()
