@@ -48,6 +48,7 @@ from bench.relay import RelayProcess
 from bench.simlink import SimNetwork
 from transport.config import UNRELIABLE, SessionConfig
 from transport.events import Message
+from transport.stats import SessionStats
 
 DELAY_S = 0.010
 WARMUP_S = 0.5
@@ -159,25 +160,45 @@ def run(
             sent = sent_at.get(event.message_id)
             if sent is not None and t - sent <= workload.deadline_s + 1e-9:
                 on_time += 1
-    client, received = net.client.stats(), server.stats()
-    wire = net.links["c2s"].bytes_sent + net.links["s2c"].bytes_sent
+    c2s = net.links["c2s"]
+    return _row(
+        workload,
+        mode,
+        sends,
+        on_time,
+        c2s.bytes_sent + net.links["s2c"].bytes_sent,
+        net.client.stats(),
+        server.stats(),
+        100.0 * c2s.datagrams_lost / max(1, c2s.datagrams_sent),
+    )
+
+
+def _row(
+    workload: Workload,
+    mode: str,
+    sends: list[tuple[float, int]],
+    on_time: int,
+    wire_bytes: int,
+    sent: SessionStats,
+    received: SessionStats,
+    loss_pct: float,
+) -> dict[str, Any]:
+    """One row of the table, from the sending and receiving sessions' counters."""
     return {
         "workload": workload.name,
         "mode": mode,
         "messages": len(sends),
         "on_time": on_time,
         "on_time_pct": round(100.0 * on_time / len(sends), 2),
-        "wire_bytes": wire,
+        "wire_bytes": wire_bytes,
         "payload_bytes": sum(size for _, size in sends),
-        "retransmissions": client.retransmissions,
-        "nack_repairs": client.nack_repairs,
-        "repairs_too_late": client.repairs_too_late,
+        "retransmissions": sent.retransmissions,
+        "nack_repairs": sent.nack_repairs,
+        "repairs_too_late": sent.repairs_too_late,
         "nacks_sent": received.nacks_sent,
-        "fec_packets_sent": client.fec_packets_sent,
+        "fec_packets_sent": sent.fec_packets_sent,
         "fec_recovered": received.fec_recovered,
-        "measured_loss_pct": round(
-            100.0 * net.links["c2s"].datagrams_lost / max(1, net.links["c2s"].datagrams_sent), 2
-        ),
+        "measured_loss_pct": round(loss_pct, 2),
     }
 
 
@@ -246,22 +267,16 @@ async def _relay_row(
     )
     forward = (summary or {}).get("forward", {})
     lost = forward.get("lost_random", 0) + forward.get("lost_burst", 0)
-    return {
-        "workload": workload.name,
-        "mode": mode,
-        "messages": len(sends),
-        "on_time": on_time,
-        "on_time_pct": round(100.0 * on_time / len(sends), 2),
-        "wire_bytes": sent.bytes_sent + received.bytes_sent,
-        "payload_bytes": sum(size for _, size in sends),
-        "retransmissions": sent.retransmissions,
-        "nack_repairs": sent.nack_repairs,
-        "repairs_too_late": sent.repairs_too_late,
-        "nacks_sent": received.nacks_sent,
-        "fec_packets_sent": sent.fec_packets_sent,
-        "fec_recovered": received.fec_recovered,
-        "measured_loss_pct": round(100.0 * lost / max(1, forward.get("datagrams_in", 0)), 2),
-    }
+    return _row(
+        workload,
+        mode,
+        sends,
+        on_time,
+        sent.bytes_sent + received.bytes_sent,
+        sent,
+        received,
+        100.0 * lost / max(1, forward.get("datagrams_in", 0)),
+    )
 
 
 def run_all(

@@ -21,6 +21,7 @@ from stream.stamp import (
     read_stamp,
     stamp_index,
     stamp_time,
+    time_stamp_left,
 )
 
 __all__ = ["SyntheticSource", "VideoSource", "read_stamp", "stamp_index"]
@@ -176,7 +177,7 @@ class SyntheticSource:
             y_plane[by : by + _BOX_PX, bx : bx + _BOX_PX] = 220
         stamp_index(y_plane, index)
         if capture_ns is not None and has_time_stamp_room(w):
-            left = (w - STAMP_WIDTH_PX) // 16 * 16
+            left = time_stamp_left(w)
             for chroma in (u_plane, v_plane):
                 chroma[:_STAMP_CHROMA_ROWS, left // 2 : left // 2 + _STAMP_CHROMA_COLS] = 128
             stamp_time(y_plane, capture_ns)

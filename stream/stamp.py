@@ -97,13 +97,18 @@ def has_time_stamp_room(width: int) -> bool:
     return width >= 2 * STAMP_WIDTH_PX
 
 
+def time_stamp_left(width: int) -> int:
+    """Where the time stamp starts: against the right edge, on the macroblock grid."""
+    return (width - STAMP_WIDTH_PX) // BLOCK_PX * BLOCK_PX
+
+
 def stamp_time(y_plane: npt.NDArray[np.uint8], capture_ns: int) -> None:
     """Draw ``capture_ns`` (in ``TIME_UNIT_NS``, modulo 2**32) into the top-right corner."""
     _check_plane(y_plane)
     width = y_plane.shape[1]
     if not has_time_stamp_room(width):
         raise ValueError(f"a time stamp needs a picture at least {2 * STAMP_WIDTH_PX} px wide")
-    left = (width - STAMP_WIDTH_PX) // BLOCK_PX * BLOCK_PX  # on the macroblock grid
+    left = time_stamp_left(width)
     _draw(
         y_plane[:STAMP_HEIGHT_PX, left : left + STAMP_WIDTH_PX],
         _TIME_GUARD,
@@ -118,7 +123,7 @@ def read_time(y_plane: npt.NDArray[np.uint8], near_ns: int) -> int | None:
     width = y_plane.shape[1]
     if not has_time_stamp_room(width):
         return None
-    left = (width - STAMP_WIDTH_PX) // BLOCK_PX * BLOCK_PX
+    left = time_stamp_left(width)
     units = _read(y_plane[:STAMP_HEIGHT_PX, left : left + STAMP_WIDTH_PX], _TIME_GUARD)
     if units is None:
         return None
