@@ -400,10 +400,6 @@ class VideoReceiver:
         self._stamp_error_ms = 0.0
         self._timer: asyncio.TimerHandle | None = None
 
-    @property
-    def jitter(self) -> JitterBuffer[DecodedPicture] | None:
-        return self._jitter
-
     def stats(self, *, recent: int | None = None) -> ReceiverStats:
         """A snapshot of the counters since this receiver was created.
 
@@ -524,7 +520,7 @@ class VideoReceiver:
             sent_s = self._sent_s
             sent_s[frame.index] = (frame.send_ns or frame.capture_ns) / 1e9
             if len(sent_s) > 1024:  # bounded: pictures come out within a few frames
-                del sent_s[min(sent_s)]
+                del sent_s[next(iter(sent_s))]  # the oldest: dicts keep insertion order
         if not self._in_sequence(frame):
             return
         if self._awaiting_keyframe and not frame.keyframe:
